@@ -1,0 +1,548 @@
+"""Numba kernels: every per-pixel, per-cell and per-byte loop of segtext lives here.
+
+Private module. Public functions in :mod:`segtext.grid`, :mod:`segtext.rrle` and
+:mod:`segtext.coco` validate their input, then call these kernels with plain arrays.
+Each kernel has a plain Python/numpy counterpart in ``tests/naive.py`` that the tests
+compare it against.
+
+Conventions
+-----------
+* A *cell index* array maps each pixel row (or column) to its grid row (or column).
+  Pixel ``i`` of ``n`` belongs to cell ``(2*i + 1) * m // (2*n)`` of ``m`` (the cell that
+  holds the pixel's centre). Index arrays are monotone non-decreasing.
+* COCO RLE counts are column-major runs over ``H*W`` pixels, starting with background.
+* Label texts are passed as one ``uint8`` buffer of UTF-8 bytes plus ``int64`` offsets
+  (``buf[off[i]:off[i+1]]`` is label ``i``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# status codes shared with the Python side
+OK = 0
+ERR_BAD_CHAR = 1
+ERR_TRUNCATED = 2
+ERR_NEGATIVE = 3
+ERR_TOO_MANY = 4
+
+# byte values used by the text kernels
+_NL = 10  # "\n"
+_SP = 32  # " "
+_STAR = 42  # "*"
+_PIPE = 124  # "|"
+_D0 = 48  # "0"
+_D9 = 57  # "9"
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@njit(cache=True)
+def cell_index(n_pixels, n_cells):
+    """Cell of each pixel: ``(2*i + 1) * n_cells // (2*n_pixels)``."""
+    out = np.empty(n_pixels, np.int64)
+    den = 2 * n_pixels
+    for i in range(n_pixels):
+        out[i] = ((2 * i + 1) * n_cells) // den
+    return out
+
+
+@njit(cache=True)
+def floor_index(n_pixels, n_cells):
+    """PyTorch legacy ``nearest`` source index: ``floor(i * n_cells / n_pixels)``."""
+    out = np.empty(n_pixels, np.int64)
+    for i in range(n_pixels):
+        out[i] = (i * n_cells) // n_pixels
+    return out
+
+
+@njit(cache=True)
+def cell_bounds(index, n_cells):
+    """Start of each cell's pixel span in a monotone index array (length ``n_cells + 1``)."""
+    n = index.shape[0]
+    bounds = np.empty(n_cells + 1, np.int64)
+    c = 0
+    bounds[0] = 0
+    for i in range(n):
+        while c < index[i]:
+            c += 1
+            bounds[c] = i
+    while c < n_cells:
+        c += 1
+        bounds[c] = n
+    return bounds
+
+
+# --------------------------------------------------------------------------- dense masks
+
+
+@njit(cache=True)
+def binary_counts(mask, ry, cx, h, w, ignore, has_ignore):
+    """Per-cell foreground and voting pixel counts of a 0/1 mask (any integer dtype).
+
+    Pixels equal to ``ignore`` (when ``has_ignore``) do not vote.
+    """
+    fg = np.zeros((h, w), np.int64)
+    valid = np.zeros((h, w), np.int64)
+    H, W = mask.shape
+    for y in range(H):
+        r = ry[y]
+        for x in range(W):
+            v = mask[y, x]
+            if has_ignore and v == ignore:
+                continue
+            c = cx[x]
+            valid[r, c] += 1
+            if v != 0:
+                fg[r, c] += 1
+    return fg, valid
+
+
+@njit(cache=True)
+def binary_policy(fg, valid, policy, threshold, empty_label):
+    """Turn cell counts into a 0/1 grid. ``policy``: 1 majority, 2 any."""
+    h, w = fg.shape
+    out = np.empty((h, w), np.int32)
+    for r in range(h):
+        for c in range(w):
+            n = valid[r, c]
+            if n == 0:
+                out[r, c] = empty_label
+            elif policy == 1:
+                out[r, c] = 1 if fg[r, c] / n >= threshold else 0
+            else:
+                out[r, c] = 1 if fg[r, c] > 0 else 0
+    return out
+
+
+@njit(cache=True)
+def sample_grid(mask, py, px, ignore, has_ignore, empty_label):
+    """Nearest policy: cell (i, j) takes pixel (py[i], px[j]); ignore samples give ``empty_label``."""
+    h = py.shape[0]
+    w = px.shape[0]
+    out = np.empty((h, w), np.int32)
+    for i in range(h):
+        for j in range(w):
+            v = mask[py[i], px[j]]
+            if has_ignore and v == ignore:
+                out[i, j] = empty_label
+            else:
+                out[i, j] = v
+    return out
+
+
+@njit(cache=True)
+def label_policy(compact, values, ry, cx, h, w, n_labels, any_mode, bg_compact, empty_label):
+    """Majority (or ``any``) vote of a label map given as compact ids ``0..n_labels-1``.
+
+    ``compact`` holds ``-1`` for ignored pixels; ``values[k]`` is the label of compact id ``k``
+    (ascending, so the lowest compact id is the lowest label). Ties go to the lower label. With
+    ``any_mode`` the vote is restricted to non-background labels whenever the cell has one
+    (``bg_compact`` is the compact id of label 0, or -1 when 0 is absent).
+    """
+    H, W = compact.shape
+    out = np.empty((h, w), np.int32)
+    counts = np.zeros((w, n_labels), np.int64)
+    rb = cell_bounds(ry, h)
+    for r in range(h):
+        counts[:, :] = 0
+        for y in range(rb[r], rb[r + 1]):
+            for x in range(W):
+                k = compact[y, x]
+                if k >= 0:
+                    counts[cx[x], k] += 1
+        for c in range(w):
+            best = -1
+            best_n = 0
+            for k in range(n_labels):
+                if any_mode and k == bg_compact:
+                    continue
+                if counts[c, k] > best_n:
+                    best_n = counts[c, k]
+                    best = k
+            if best < 0 and any_mode and bg_compact >= 0 and counts[c, bg_compact] > 0:
+                best = bg_compact
+            out[r, c] = empty_label if best < 0 else values[best]
+    return out
+
+
+@njit(cache=True)
+def upsample(grid, ry, cx):
+    """Grid -> mask: pixel (y, x) takes ``grid[ry[y], cx[x]]``; repeated rows are copied whole."""
+    H = ry.shape[0]
+    W = cx.shape[0]
+    out = np.empty((H, W), grid.dtype)
+    for y in range(H):
+        if y > 0 and ry[y] == ry[y - 1]:
+            out[y, :] = out[y - 1, :]
+        else:
+            r = ry[y]
+            for x in range(W):
+                out[y, x] = grid[r, cx[x]]
+    return out
+
+
+# --------------------------------------------------------------------------- COCO RLE
+
+
+@njit(cache=True)
+def decode_coco_counts(s):
+    """Decode a compressed COCO counts string (as uint8 bytes) into run lengths.
+
+    Each count is written in 5-bit groups, low group first, as the character ``48 + group``;
+    bit 0x20 marks a continuation and bit 0x10 of the last group is the sign. From the
+    third count on, the value stored is the difference to the count two places before.
+    Returns ``(counts, status)``.
+    """
+    n = s.shape[0]
+    cnts = np.empty(n, np.int64)
+    m = 0
+    p = 0
+    while p < n:
+        x = 0
+        k = 0
+        more = True
+        while more:
+            if p >= n:
+                return cnts[:m], ERR_TRUNCATED
+            c = np.int64(s[p]) - 48
+            if c < 0 or c > 63:
+                return cnts[:m], ERR_BAD_CHAR
+            if k >= 12:
+                return cnts[:m], ERR_BAD_CHAR
+            x |= (c & 0x1F) << (5 * k)
+            more = (c & 0x20) != 0
+            p += 1
+            k += 1
+            if not more and (c & 0x10) != 0:
+                x |= np.int64(-1) << (5 * k)
+        if m > 2:
+            x += cnts[m - 2]
+        if x < 0:
+            return cnts[:m], ERR_NEGATIVE
+        cnts[m] = x
+        m += 1
+    return cnts[:m], OK
+
+
+@njit(cache=True)
+def rle_counts(counts, H, ry, rb, cx, h, w):
+    """Per-cell foreground pixel counts straight from column-major runs (no dense mask).
+
+    ``rb`` are the row-cell bounds of ``ry`` (see :func:`cell_bounds`).
+    """
+    fg = np.zeros((h, w), np.int64)
+    pos = 0
+    for i in range(counts.shape[0]):
+        n = counts[i]
+        if i % 2 == 1 and n > 0:
+            s = pos
+            e = pos + n
+            while s < e:
+                x = s // H
+                y0 = s - x * H
+                y1 = min(H, y0 + (e - s))
+                c = cx[x]
+                r = ry[y0]
+                r_end = ry[y1 - 1]
+                while r <= r_end:
+                    lo = max(y0, rb[r])
+                    hi = min(y1, rb[r + 1])
+                    fg[r, c] += hi - lo
+                    r += 1
+                s += y1 - y0
+        pos += n
+    return fg
+
+
+@njit(cache=True)
+def rle_sample(counts, H, py, px):
+    """Nearest policy on runs: the value of pixel (py[i], px[j]) for every cell."""
+    h = py.shape[0]
+    w = px.shape[0]
+    out = np.zeros((h, w), np.int32)
+    k = 0  # current run
+    run_end = counts[0] if counts.shape[0] > 0 else 0
+    for j in range(w):
+        for i in range(h):
+            p = px[j] * H + py[i]
+            while p >= run_end and k + 1 < counts.shape[0]:
+                k += 1
+                run_end += counts[k]
+            out[i, j] = k % 2
+    return out
+
+
+@njit(cache=True)
+def _bounds_of(n_pixels, n_cells):
+    return cell_bounds(cell_index(n_pixels, n_cells), n_cells)
+
+
+@njit(cache=True)
+def _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out):
+    if policy == 0:
+        out[:, :] = rle_sample(counts, H, py, px)
+        return
+    ry = cell_index(H, h)
+    cx = cell_index(W, w)
+    rb = cell_bounds(ry, h)
+    cb = cell_bounds(cx, w)
+    fg = rle_counts(counts, H, ry, rb, cx, h, w)
+    for r in range(h):
+        for c in range(w):
+            area = (rb[r + 1] - rb[r]) * (cb[c + 1] - cb[c])
+            if policy == 1:
+                out[r, c] = 1 if fg[r, c] / area >= threshold else 0
+            else:
+                out[r, c] = 1 if fg[r, c] > 0 else 0
+
+
+@njit(cache=True)
+def rle_grid(counts, H, W, h, w, policy, threshold, py, px):
+    """One binary grid from runs. ``policy``: 0 nearest (uses py, px), 1 majority, 2 any."""
+    out = np.empty((h, w), np.int32)
+    _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def rle_grids(counts, offsets, sizes, h, w, policy, threshold, py, px):
+    """Batch of binary grids; mask ``n`` has runs ``counts[offsets[n]:offsets[n+1]]``.
+
+    ``sizes[n] = (H, W)``; ``py[n]``, ``px[n]`` are the nearest sample indices (policy 0).
+    """
+    N = sizes.shape[0]
+    out = np.empty((N, h, w), np.int32)
+    for n in prange(N):
+        _one_rle_grid(counts[offsets[n] : offsets[n + 1]], sizes[n, 0], sizes[n, 1], h, w,
+                      policy, threshold, py[n], px[n], out[n])
+    return out
+
+
+@njit(cache=True, parallel=True)
+def decode_coco_counts_batch(buf, offsets):
+    """Decode many compressed strings: string ``n`` is ``buf[offsets[n]:offsets[n+1]]``.
+
+    Returns ``(counts, count_offsets, status)`` with one status per string.
+    """
+    N = offsets.shape[0] - 1
+    status = np.zeros(N, np.int64)
+    lens = np.zeros(N + 1, np.int64)
+    parts = np.empty(buf.shape[0], np.int64)
+    for n in prange(N):
+        c, st = decode_coco_counts(buf[offsets[n] : offsets[n + 1]])
+        status[n] = st
+        m = c.shape[0]
+        parts[offsets[n] : offsets[n] + m] = c
+        lens[n + 1] = m
+    cum = np.cumsum(lens)
+    out = np.empty(cum[N], np.int64)
+    for n in prange(N):
+        out[cum[n] : cum[n + 1]] = parts[offsets[n] : offsets[n] + lens[n + 1]]
+    return out, cum, status
+
+
+# --------------------------------------------------------------------------- text encoding
+
+
+@njit(cache=True)
+def _n_digits(v):
+    d = 1
+    while v >= 10:
+        v //= 10
+        d += 1
+    return d
+
+
+@njit(cache=True)
+def _emit(flat, row_len, lab, off, with_counts, out, write):
+    """Write (or measure) the text of a flattened grid.
+
+    Rows of ``row_len`` cells are joined by "\\n "; runs (``with_counts``) or single cells are
+    joined by "| "; a run is ``LABEL *N``. The text ends with one "\\n". Returns its length.
+    """
+    n = flat.shape[0]
+    p = 0
+    i = 0
+    while i < n:
+        row_end = i + row_len
+        first = True
+        while i < row_end:
+            v = flat[i]
+            j = i + 1
+            if with_counts:
+                while j < row_end and flat[j] == v:
+                    j += 1
+            if not first:
+                if write:
+                    out[p] = _PIPE
+                    out[p + 1] = _SP
+                p += 2
+            first = False
+            a = off[v]
+            b = off[v + 1]
+            if write:
+                out[p : p + b - a] = lab[a:b]
+            p += b - a
+            if with_counts:
+                k = j - i
+                d = _n_digits(k)
+                if write:
+                    out[p] = _SP
+                    out[p + 1] = _STAR
+                    q = p + 1 + d
+                    while q > p + 1:
+                        out[q] = _D0 + k % 10
+                        k //= 10
+                        q -= 1
+                p += 2 + d
+            i = j
+        if write:
+            out[p] = _NL
+        p += 1
+        if i < n:
+            if write:
+                out[p] = _SP
+            p += 1
+    return p
+
+
+@njit(cache=True)
+def encode_text(flat, row_len, lab, off, with_counts):
+    """Text bytes of a grid; ``flat`` holds canonical ids (equal texts share one id)."""
+    size = _emit(flat, row_len, lab, off, with_counts, np.empty(0, np.uint8), False)
+    out = np.empty(size, np.uint8)
+    _emit(flat, row_len, lab, off, with_counts, out, True)
+    return out
+
+
+# --------------------------------------------------------------------------- text decoding
+
+
+@njit(cache=True)
+def _same(a, a0, a1, b, b0, b1):
+    if a1 - a0 != b1 - b0:
+        return False
+    for k in range(a1 - a0):
+        if a[a0 + k] != b[b0 + k]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def parse_runs(body, lab, off, infer):
+    """Fast path: parse well-formed grid text exactly as the encoders write it.
+
+    Grammar: ``row ("\\n " row)* "\\n"``; ``row = run ("| " run)*``; ``run = LABEL " *" N`` (or a
+    bare ``LABEL`` for full I-SD); ``N`` is a positive decimal without leading zeros (at most 9
+    digits). Labels are matched against the vocabulary ``lab``/``off``; with ``infer`` unseen
+    labels are appended (their spans in ``body``) instead of failing.
+
+    Returns ``(ok, ids, counts, row_ends, n_runs, n_rows, counted, new_starts, new_ends)``;
+    ``counted`` is 1 if every run had a count, 0 if none had, -1 if mixed. Any deviation makes
+    ``ok`` False; the caller then uses the full (repairing) parser.
+    """
+    n = body.shape[0]
+    cap = n // 2 + 2
+    ids = np.empty(cap, np.int32)
+    counts = np.empty(cap, np.int64)
+    row_ends = np.empty(cap, np.int64)
+    n_vocab = off.shape[0] - 1
+    new_starts = np.empty(cap, np.int64)
+    new_ends = np.empty(cap, np.int64)
+    n_new = 0
+    n_runs = 0
+    n_rows = 0
+    with_count = 0
+    without_count = 0
+    p = 0
+    bad = (False, ids[:0], counts[:0], row_ends[:0], 0, 0, 0, new_starts[:0], new_ends[:0])
+    if n == 0:
+        return bad
+    while True:
+        start = p
+        while p < n:
+            b = body[p]
+            if b == _NL:
+                break
+            if p + 1 < n:
+                if b == _PIPE and body[p + 1] == _SP:
+                    break
+                if b == _SP and body[p + 1] == _STAR:
+                    break
+            p += 1
+        if p >= n or p == start or body[start] == _SP or body[p - 1] == _SP:
+            return bad
+        end = p
+        count = 1
+        if body[p] == _SP:  # " *N"
+            p += 2
+            d0 = p
+            count = 0
+            while p < n and body[p] >= _D0 and body[p] <= _D9:
+                count = count * 10 + (body[p] - _D0)
+                p += 1
+            nd = p - d0
+            if nd == 0 or nd > 9 or body[d0] == _D0 or p >= n:
+                return bad
+            with_count += 1
+        else:
+            without_count += 1
+        # label id
+        v = -1
+        for k in range(n_vocab):
+            if _same(body, start, end, lab, off[k], off[k + 1]):
+                v = k
+                break
+        if v < 0:
+            for k in range(n_new):
+                if _same(body, start, end, body, new_starts[k], new_ends[k]):
+                    v = n_vocab + k
+                    break
+        if v < 0:
+            if not infer:
+                return bad
+            new_starts[n_new] = start
+            new_ends[n_new] = end
+            v = n_vocab + n_new
+            n_new += 1
+        ids[n_runs] = v
+        counts[n_runs] = count
+        n_runs += 1
+        # separator
+        b = body[p]
+        if b == _PIPE:
+            if p + 1 >= n or body[p + 1] != _SP:
+                return bad
+            p += 2
+        elif b == _NL:
+            row_ends[n_rows] = n_runs
+            n_rows += 1
+            if p + 1 == n:
+                break
+            if body[p + 1] != _SP:
+                return bad
+            p += 2
+        else:
+            return bad
+    counted = 1 if without_count == 0 else (0 if with_count == 0 else -1)
+    return (True, ids[:n_runs], counts[:n_runs], row_ends[:n_rows], n_runs, n_rows, counted,
+            new_starts[:n_new], new_ends[:n_new])
+
+
+@njit(cache=True)
+def edit_distance(a, b):
+    """Levenshtein distance between two int arrays (code points)."""
+    m = a.shape[0]
+    n = b.shape[0]
+    prev = np.arange(n + 1)
+    cur = np.empty(n + 1, np.int64)
+    for i in range(1, m + 1):
+        cur[0] = i
+        for j in range(1, n + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+        prev, cur = cur, prev
+    return prev[n]

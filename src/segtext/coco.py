@@ -1,0 +1,350 @@
+"""COCO masks: run-length encoding, polygons, annotation files and the bundled sample.
+
+COCO RLE
+--------
+A mask of ``H x W`` pixels is read column by column (Fortran order) and written as the
+lengths of alternating runs, background first (a mask that starts with foreground starts
+with a run of length 0). The dict form is ``{"size": [H, W], "counts": ...}`` where counts
+is either the list of run lengths ("uncompressed") or a compressed ASCII string: each
+length is cut into 5-bit groups, low group first, each written as the character
+``48 + group`` with bit ``0x20`` marking that another group follows and bit ``0x10`` of the
+last group carrying the sign; from the third run on, the value written is the difference
+to the run two places before. The runs must add up to ``H * W``.
+
+Polygons are converted with pycocotools (``frPyObjects`` then ``merge``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from segtext import _kernels as K
+
+__all__ = [
+    "COCO_CATEGORY_NAMES",
+    "SAMPLE_PATH",
+    "decode_counts",
+    "load_annotations",
+    "rle_runs",
+    "rles_runs",
+    "sample_annotations",
+    "to_rle",
+]
+
+SAMPLE_PATH: str = str(resources.files("segtext") / "data" / "coco_val2014_sample.json")
+
+_STATUS_TEXT = {
+    K.ERR_BAD_CHAR: "holds a character outside the COCO alphabet ('0'..'o')",
+    K.ERR_TRUNCATED: "ends in the middle of a count",
+    K.ERR_NEGATIVE: "decodes to a negative run length",
+}
+
+
+def _load_category_names() -> dict[int, str]:
+    path = resources.files("segtext") / "data" / "coco_thing_categories.json"
+    return {int(k): v for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+
+
+COCO_CATEGORY_NAMES: dict[int, str] = _load_category_names()
+
+
+def _counts_bytes(counts: str | bytes) -> bytes:
+    if isinstance(counts, str):
+        try:
+            return counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("compressed RLE counts must be ASCII text") from None
+    return bytes(counts)
+
+
+def decode_counts(counts: str | bytes) -> np.ndarray:
+    """Decode a compressed COCO counts string into its run lengths.
+
+    Args:
+        counts: the ``"counts"`` string of a compressed COCO RLE (``str`` or ``bytes``).
+
+    Returns:
+        ``int64`` array of run lengths, background first.
+
+    Raises:
+        TypeError: not ``str``/``bytes``.
+        ValueError: a character outside the alphabet, a string cut inside a count, or a
+            negative run.
+
+    Example:
+        >>> import segtext as st
+        >>> st.coco.decode_counts("3131N0").tolist()
+        [3, 1, 3, 2, 1, 2]
+    """
+    if not isinstance(counts, (str, bytes, bytearray)):
+        raise TypeError(f"counts must be str or bytes, got {type(counts).__name__}")
+    raw = np.frombuffer(_counts_bytes(counts), np.uint8)
+    out, status = K.decode_coco_counts(raw)
+    if status != K.OK:
+        raise ValueError(f"compressed RLE counts {_STATUS_TEXT[status]}")
+    return out
+
+
+def _size(rle: Any, where: str) -> tuple[int, int]:
+    if not isinstance(rle, dict):
+        raise TypeError(f"{where} must be a COCO RLE dict with 'size' and 'counts', "
+                        f"got {type(rle).__name__}")
+    for key in ("size", "counts"):
+        if key not in rle:
+            raise ValueError(f"{where} has no {key!r} key; expected {{'size': [H, W], 'counts': ...}}")
+    size = rle["size"]
+    try:
+        H, W = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}['size'] must be [H, W], got {size!r}") from None
+    if H < 1 or W < 1:
+        raise ValueError(f"{where}['size'] is {[H, W]}: an empty image; expected H >= 1 and W >= 1")
+    return H, W
+
+
+def _check_total(counts: np.ndarray, H: int, W: int, where: str) -> None:
+    total = int(counts.sum())
+    if total != H * W:
+        raise ValueError(f"{where}: run lengths sum to {total}, expected H*W = {H}*{W} = {H * W}")
+
+
+def _uncompressed(counts: Any, where: str) -> np.ndarray:
+    arr = np.asarray(counts)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"{where}['counts'] must be a list of ints or a compressed string")
+    arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{where}['counts'] holds a negative run length {int(arr.min())}")
+    return arr
+
+
+def rle_runs(rle: dict, where: str = "rle") -> tuple[np.ndarray, tuple[int, int]]:
+    """Validated run lengths and ``(H, W)`` of a COCO RLE dict (compressed or not).
+
+    Example:
+        >>> import segtext as st
+        >>> counts, size = st.coco.rle_runs({"size": [2, 3], "counts": "1121"})
+        >>> counts.tolist(), size
+        ([1, 1, 2, 2], (2, 3))
+    """
+    H, W = _size(rle, where)
+    counts = rle["counts"]
+    if isinstance(counts, (str, bytes, bytearray)):
+        try:
+            arr = decode_counts(counts)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    else:
+        arr = _uncompressed(counts, where)
+    _check_total(arr, H, W, where)
+    return arr, (H, W)
+
+
+def rles_runs(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of many RLEs at once: ``(counts, offsets, sizes)``.
+
+    Mask ``n`` has runs ``counts[offsets[n]:offsets[n + 1]]`` and size ``sizes[n] = (H, W)``.
+    Compressed strings are decoded together in one parallel kernel.
+
+    Example:
+        >>> import segtext as st
+        >>> c, o, s = st.coco.rles_runs([{"size": [1, 2], "counts": [1, 1]}, {"size": [1, 1], "counts": "1"}])
+        >>> c.tolist(), o.tolist(), s.tolist()
+        ([1, 1, 1], [0, 2, 3], [[1, 2], [1, 1]])
+    """
+    if isinstance(rles, dict) or not isinstance(rles, Sequence):
+        raise TypeError(f"rles must be a sequence of COCO RLE dicts, got {type(rles).__name__}")
+    N = len(rles)
+    sizes = np.empty((N, 2), np.int64)
+    compressed: list[int] = []
+    chunks: list[bytes] = []
+    plain: dict[int, np.ndarray] = {}
+    for n, rle in enumerate(rles):
+        where = f"rles[{n}]"
+        sizes[n] = _size(rle, where)
+        counts = rle["counts"]
+        if isinstance(counts, (str, bytes, bytearray)):
+            try:
+                chunks.append(_counts_bytes(counts))
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+            compressed.append(n)
+        else:
+            plain[n] = _uncompressed(counts, where)
+    lengths = np.zeros(N, np.int64)
+    parts: list[np.ndarray] = [np.zeros(0, np.int64)] * N
+    if compressed:
+        buf = np.frombuffer(b"".join(chunks), np.uint8)
+        starts = np.zeros(len(chunks) + 1, np.int64)
+        np.cumsum([len(c) for c in chunks], out=starts[1:])
+        flat, cum, status = K.decode_coco_counts_batch(buf, starts)
+        bad = np.flatnonzero(status)
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(f"rles[{compressed[k]}]: compressed RLE counts "
+                             f"{_STATUS_TEXT[int(status[k])]}")
+        if not plain:
+            offsets = cum
+            counts_all = flat
+            _check_totals(counts_all, offsets, sizes)
+            return counts_all, offsets, sizes
+        for k, n in enumerate(compressed):
+            parts[n] = flat[cum[k] : cum[k + 1]]
+    for n, arr in plain.items():
+        parts[n] = arr
+    for n in range(N):
+        lengths[n] = len(parts[n])
+    offsets = np.zeros(N + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    counts_all = np.concatenate(parts) if N else np.zeros(0, np.int64)
+    _check_totals(counts_all, offsets, sizes)
+    return counts_all, offsets, sizes
+
+
+def _check_totals(counts: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> None:
+    if len(sizes) == 0:
+        return
+    csum = np.concatenate([[0], np.cumsum(counts)])
+    totals = csum[offsets[1:]] - csum[offsets[:-1]]
+    expected = sizes[:, 0] * sizes[:, 1]
+    bad = np.flatnonzero(totals != expected)
+    if bad.size:
+        n = int(bad[0])
+        H, W = sizes[n].tolist()
+        raise ValueError(f"rles[{n}]: run lengths sum to {int(totals[n])}, "
+                         f"expected H*W = {H}*{W} = {H * W}")
+
+
+def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict:
+    """A COCO segmentation (polygons, uncompressed or compressed RLE) as a COCO RLE dict.
+
+    Polygons (a list of ``[x1, y1, x2, y2, ...]`` lists) are rasterised with pycocotools
+    and merged into one compressed RLE with ``counts`` as ``str``; RLE dicts are validated
+    and returned unchanged.
+
+    Args:
+        segmentation: COCO ``"segmentation"`` value.
+        image_size: ``(H, W)``; required for polygons, checked against an RLE's size.
+
+    Raises:
+        TypeError / ValueError: unknown segmentation form, missing or mismatched size,
+            malformed RLE.
+
+    Example:
+        >>> import segtext as st
+        >>> rle = st.coco.to_rle([[0, 0, 4, 0, 4, 4, 0, 4]], image_size=(8, 8))
+        >>> rle["size"], int(st.rle_to_grid(rle, grid_size=2).sum())
+        ([8, 8], 1)
+    """
+    if isinstance(segmentation, dict):
+        counts, size = rle_runs(segmentation, "segmentation")
+        if image_size is not None and tuple(int(v) for v in image_size) != size:
+            raise ValueError(f"segmentation size {list(size)} does not match image_size "
+                             f"{tuple(image_size)}")
+        return segmentation
+    if isinstance(segmentation, (list, tuple)):
+        if image_size is None:
+            raise ValueError("polygon segmentation needs image_size=(H, W)")
+        H, W = (int(v) for v in image_size)
+        if H < 1 or W < 1:
+            raise ValueError(f"image_size {image_size!r} is empty; expected H >= 1 and W >= 1")
+        polys = [list(map(float, p)) for p in segmentation]
+        if not polys or any(len(p) < 6 or len(p) % 2 for p in polys):
+            raise ValueError("polygons must be lists of at least 3 (x, y) pairs")
+        from pycocotools import mask as mask_utils
+
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, H, W))
+        return {"size": [H, W], "counts": rle["counts"].decode("ascii")}
+    raise TypeError("segmentation must be a list of polygons or a COCO RLE dict, "
+                    f"got {type(segmentation).__name__}")
+
+
+def load_annotations(path: str | os.PathLike, skip_invalid: bool = False) -> list[dict]:
+    """Read COCO instance annotations or COCO results, with every mask as a COCO RLE.
+
+    Accepts an instances file (a dict with ``"annotations"``, ``"images"`` and optionally
+    ``"categories"``) or a results file (a list of annotations whose RLE carries its size).
+    Each returned dict has ``id`` (the annotation id, or its index), ``image_id``,
+    ``category_id``, ``label`` (category name from the file, else the COCO name, else
+    ``None``) and ``segmentation`` as a COCO RLE dict.
+
+    Args:
+        path: JSON file.
+        skip_invalid: drop annotations whose segmentation cannot be read instead of raising.
+
+    Raises:
+        ValueError: bad JSON or layout, or (unless ``skip_invalid``) an annotation whose
+            segmentation is unusable; the message names its index.
+
+    Example:
+        >>> import segtext as st
+        >>> anns = st.coco.load_annotations(st.coco.SAMPLE_PATH)
+        >>> len(anns), anns[0]["label"], anns[0]["segmentation"]["size"]
+        (734, 'dog', [478, 640])
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    names = dict(COCO_CATEGORY_NAMES)
+    image_sizes: dict[Any, tuple[int, int]] = {}
+    if isinstance(data, dict):
+        if "annotations" not in data:
+            raise ValueError(f"{path}: a COCO instances file needs an 'annotations' list")
+        for img in data.get("images", []):
+            image_sizes[img["id"]] = (int(img["height"]), int(img["width"]))
+        for cat in data.get("categories", []):
+            names[int(cat["id"])] = str(cat["name"])
+        anns = data["annotations"]
+    elif isinstance(data, list):
+        anns = data
+    else:
+        raise ValueError(f"{path}: expected a COCO instances dict or a results list")
+    out = []
+    for n, ann in enumerate(anns):
+        try:
+            if not isinstance(ann, dict) or "segmentation" not in ann:
+                raise ValueError("no 'segmentation'")
+            seg = to_rle(ann["segmentation"], image_sizes.get(ann.get("image_id")))
+        except (TypeError, ValueError) as e:
+            if skip_invalid:
+                continue
+            raise ValueError(f"{path}: annotation {n}: {e}") from None
+        cat = ann.get("category_id")
+        out.append({
+            "id": ann.get("id", n),
+            "image_id": ann.get("image_id"),
+            "category_id": cat,
+            "label": names.get(cat) if isinstance(cat, int) else None,
+            "segmentation": seg,
+        })
+    return out
+
+
+@lru_cache(maxsize=1)
+def _sample() -> tuple[dict, ...]:
+    with open(SAMPLE_PATH, encoding="utf-8") as f:
+        return tuple(json.load(f))
+
+
+def sample_annotations() -> list[dict]:
+    """The bundled sample: 734 real COCO val2014 instance masks in COCO results format.
+
+    Each item has ``image_id``, ``category_id``, ``score`` and ``segmentation`` (compressed
+    RLE with its size). A fresh list of the same dicts is returned on each call.
+
+    Example:
+        >>> import segtext as st
+        >>> anns = st.coco.sample_annotations()
+        >>> len(anns), anns[0]["segmentation"]["size"]
+        (734, [478, 640])
+    """
+    return list(_sample())

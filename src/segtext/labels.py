@@ -1,0 +1,105 @@
+"""Label texts: which strings may stand in a grid text, and how texts map to ids.
+
+A label list is the vocabulary of a grid: ``labels[i]`` is the text of id ``i`` and
+``labels[0]`` is the background (``"others"`` by Text4Seg's convention). A label must be a
+non-empty ``str`` with no leading or trailing whitespace that cannot be confused with the
+format's separators: it may not contain ``"| "``, ``" *"``, a newline (``"\\n"`` or
+``"\\r"``), ``"<seg>"`` or ``"</seg>"``, and may not end with ``"|"`` (which would read as
+``"| "`` before the following ``" *"``). Invalid labels are refused, never escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from segtext import _kernels as K
+
+__all__ = ["BACKGROUND", "check_label", "check_labels", "nearest_label"]
+
+BACKGROUND = "others"
+_FORBIDDEN = ("| ", " *", "\n", "\r", "<seg>", "</seg>")
+
+
+def check_label(label: str) -> str:
+    """Return ``label`` if it can stand in a grid text, else raise a ``ValueError`` naming it.
+
+    Example:
+        >>> import segtext as st
+        >>> st.check_label("white horse")
+        'white horse'
+        >>> st.check_label("a | b")
+        Traceback (most recent call last):
+        ...
+        ValueError: label 'a | b' contains '| ', which the grid text uses as a separator
+    """
+    if not isinstance(label, str):
+        raise TypeError(f"labels must be str, got {type(label).__name__} {label!r}")
+    if not label:
+        raise ValueError("label '' is empty; every label needs at least one character")
+    for bad in _FORBIDDEN:
+        if bad in label:
+            raise ValueError(f"label {label!r} contains {bad!r}, which the grid text uses as a separator")
+    if label.endswith("|"):
+        raise ValueError(f"label {label!r} ends with '|', which would read as the run separator '| '")
+    if label != label.strip():
+        raise ValueError(f"label {label!r} has leading or trailing whitespace")
+    return label
+
+
+def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
+    """Validate a label list (``labels[i]`` is the text of id ``i``) and return it as a tuple.
+
+    Example:
+        >>> import segtext as st
+        >>> st.check_labels(["others", "dog"])
+        ('others', 'dog')
+    """
+    if isinstance(labels, str) or not isinstance(labels, Sequence):
+        raise TypeError(f"labels must be a list of str, got {type(labels).__name__}")
+    if len(labels) == 0:
+        raise ValueError("labels is empty; expected at least the background label")
+    return _checked(tuple(labels))
+
+
+@lru_cache(maxsize=256)
+def _checked(labels: tuple) -> tuple[str, ...]:
+    for label in labels:
+        check_label(label)
+    return labels
+
+
+@lru_cache(maxsize=256)
+def label_table(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UTF-8 buffer, offsets and canonical ids of a (checked) label tuple.
+
+    ``canon[i]`` is the first id whose text equals ``labels[i]``, so equal texts share runs.
+    """
+    encoded = [s.encode("utf-8") for s in labels]
+    buf = np.frombuffer(b"".join(encoded), np.uint8)
+    off = np.zeros(len(labels) + 1, np.int64)
+    np.cumsum([len(e) for e in encoded], out=off[1:])
+    first: dict[str, int] = {}
+    canon = np.array([first.setdefault(s, i) for i, s in enumerate(labels)], np.int32)
+    return buf, off, canon
+
+
+def nearest_label(text: str, labels: Sequence[str]) -> int:
+    """Id of the label closest to ``text`` by edit distance (ties go to the lower id).
+
+    Example:
+        >>> import segtext as st
+        >>> st.nearest_label("whit horse", ["others", "white horse", "dog"])
+        1
+    """
+    if isinstance(labels, str) or not isinstance(labels, Sequence) or len(labels) == 0:
+        raise ValueError("labels must be a non-empty list of str")
+    a = np.array([ord(ch) for ch in text], np.int64)
+    best, best_d = 0, None
+    for i, label in enumerate(labels):
+        d = K.edit_distance(a, np.array([ord(ch) for ch in label], np.int64))
+        if best_d is None or d < best_d:
+            best, best_d = i, d
+    return best

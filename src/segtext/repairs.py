@@ -1,0 +1,102 @@
+"""What decoders report: repairs made to a model's text, and errors in strict mode.
+
+Every decoder in segtext runs in one of three modes. In ``repair`` mode it never raises on
+any ``str``; each fix it makes is recorded as a :class:`Repair` (a ``kind`` from
+:data:`REPAIR_KINDS`, a message, and the 1-based line and column in the original text). In
+``strict`` mode the first deviation raises :class:`DecodeError` instead, with the same
+position plus what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["REPAIR_KINDS", "DecodeError", "Repair"]
+
+#: every ``Repair.kind`` a decoder may report, with what it means
+REPAIR_KINDS: dict[str, str] = {
+    "missing_seg_open": "'</seg>' without '<seg>': the text before '</seg>' was decoded",
+    "missing_seg_close": "'<seg>' without '</seg>': the text after '<seg>' was decoded",
+    "row_separator": "a row break that is not exactly a newline followed by one space",
+    "missing_count": "a run without ' *N' (or with an empty N): read as one cell",
+    "bad_count": "a count that is not a plain positive decimal: its leading digits were used, else 1",
+    "zero_count": "a run of zero cells: dropped",
+    "row_too_short": "a row with fewer cells than the grid width: padded with its last label",
+    "row_too_long": "a row with more cells than the grid width: truncated",
+    "missing_rows": "fewer rows than the grid height: filled from the row above (background if none)",
+    "extra_rows": "more rows than the grid height: dropped",
+    "unknown_label": "a label outside the vocabulary: mapped by the unknown-label policy",
+    "empty_label": "a run with an empty label: read as background",
+    "label_whitespace": "a label with surrounding whitespace: stripped",
+    "missing_final_newline": "the text does not end with a newline",
+    "blank_line": "an empty line: skipped",
+    "empty_text": "no runs at all: the grid is background",
+    "total_mismatch": "a one-line text whose cells do not add up to h*w: padded with its last label or truncated",
+    "t4s_parse_error": "Text4Seg's decoder failed on the text: the grid is background",
+}
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One fix a decoder made: what (``kind``), why (``message``) and where (1-based).
+
+    Example:
+        >>> import segtext as st
+        >>> st.decode_rrle("others *3\\n", grid_size=(1, 4)).repairs[0].kind
+        'row_too_short'
+    """
+
+    kind: str
+    message: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.column}: {self.kind}: {self.message}"
+
+
+class DecodeError(ValueError):
+    """A text that does not follow the format, raised by decoders in ``strict`` mode.
+
+    Attributes: ``kind`` (as in :data:`REPAIR_KINDS`), ``line`` and ``column`` (1-based, in
+    the text given to the decoder), ``expected`` and ``found``.
+
+    Example:
+        >>> import segtext as st
+        >>> try:
+        ...     st.decode_rrle("others *3\\n", grid_size=(1, 4), mode="strict")
+        ... except st.DecodeError as e:
+        ...     print(e.line, e.column, e.kind)
+        1 1 row_too_short
+    """
+
+    def __init__(self, kind: str, message: str, line: int, column: int,
+                 expected: str = "", found: str = "") -> None:
+        self.kind = kind
+        self.line = line
+        self.column = column
+        self.expected = expected
+        self.found = found
+        detail = f" (expected {expected}, found {found})" if expected or found else ""
+        super().__init__(f"line {line}, column {column}: {message}{detail}")
+
+
+class RepairLog:
+    """Collects repairs, or raises the first one as a :class:`DecodeError` when strict."""
+
+    def __init__(self, text: str, strict: bool) -> None:
+        self.text = text
+        self.strict = strict
+        self.repairs: list[Repair] = []
+
+    def position(self, offset: int) -> tuple[int, int]:
+        offset = max(0, min(offset, len(self.text)))
+        line = self.text.count("\n", 0, offset) + 1
+        column = offset - (self.text.rfind("\n", 0, offset) + 1) + 1
+        return line, column
+
+    def add(self, kind: str, offset: int, message: str, expected: str = "", found: str = "") -> None:
+        line, column = self.position(offset)
+        if self.strict:
+            raise DecodeError(kind, message, line, column, expected, found)
+        self.repairs.append(Repair(kind, message, line, column))

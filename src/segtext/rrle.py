@@ -1,0 +1,536 @@
+"""Grid texts: I-SD (one label per cell), R-RLE (runs per row) and I-RLE (runs over the grid).
+
+The contract
+------------
+A grid of ``h x w`` label ids is written with a label list ``labels`` (``labels[i]`` is the
+text of id ``i``; ``labels[0]`` is the background, ``"others"``). Three spellings, for the
+2 x 4 grid ``[[0, 0, 1, 1], [0, 0, 0, 0]]`` with labels ``["others", "dog"]``:
+
+=========  ==========================================================  ==============
+name       text                                                        encoder
+=========  ==========================================================  ==============
+I-SD       ``"others| others| dog| dog\\n others| others| others| others\\n"``  :func:`encode_isd`
+R-RLE      ``"others *2| dog *2\\n others *4\\n"``                         :func:`encode_rrle`
+I-RLE      ``"others *2| dog *2| others *4\\n"``                           :func:`encode_irle`
+=========  ==========================================================  ==============
+
+* A run is the label, a space, ``*`` and the decimal count with no space after ``*``; a
+  count of 1 is written ``*1``. Runs (or cells) are joined by ``"| "``.
+* Rows are joined by ``"\\n "`` (newline, then one space); the text ends with one ``"\\n"``.
+  R-RLE runs never cross rows; I-RLE is one line whose runs may cross rows.
+* Runs compare label *texts*: two ids with the same text merge into one run. This is
+  byte-for-byte Text4Seg's R-RLE encoder.
+* In a model's answer the text sits between ``<seg>`` and ``</seg>`` (plain text, not
+  special tokens); the decoder reads only what is between them when they are present.
+
+Labels must pass :func:`segtext.check_label`; the encoders refuse the others.
+
+Decoding
+--------
+:func:`decode_rrle` reads all three spellings (a one-line text is I-RLE; a text whose runs
+have no counts is I-SD) in three modes: ``strict`` raises :class:`~segtext.DecodeError` at
+the first deviation from what the encoders write; ``repair`` never raises on any ``str`` and
+lists each fix (:data:`~segtext.repairs.REPAIR_KINDS`); ``t4s`` reproduces Text4Seg's own
+decoder (flatten every run, pad with the last value, truncate, reshape; any parse error
+gives an all-background grid).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from segtext import _kernels as K
+from segtext.grid import _as_array, _grid_size, grid_to_mask
+from segtext.labels import BACKGROUND, check_labels, label_table, nearest_label
+from segtext.repairs import DecodeError, Repair, RepairLog
+
+__all__ = ["DecodedGrid", "decode_rrle", "encode_irle", "encode_isd", "encode_rrle"]
+
+MODES = ("strict", "repair", "t4s")
+UNKNOWN_POLICIES = ("background", "nearest", "error")
+DEFAULT_GRID_SIZE = (16, 16)
+_MAX_COUNT = 1 << 16  # a count is clipped here when no grid size bounds it
+_MAX_CELLS = 1 << 22  # an inferred grid never exceeds this many cells
+_DIGITS = re.compile(r"[0-9]+")
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _checked_grid(grid: Any, n_labels: int) -> np.ndarray:
+    g = _as_array(grid, "grid")
+    if g.ndim != 2 or g.size == 0:
+        raise ValueError(f"grid must be a non-empty 2-D (h, w) array, got shape {g.shape}")
+    if g.dtype.kind not in "biu":
+        raise TypeError(f"grid must hold integer label ids, got dtype {g.dtype}")
+    lo, hi = int(g.min()), int(g.max())
+    if lo < 0:
+        raise ValueError(f"grid holds negative id {lo}; ids index the labels list")
+    if hi >= n_labels:
+        raise ValueError(f"grid holds id {hi} but the labels list is too short "
+                         f"({n_labels} labels, ids 0..{n_labels - 1})")
+    return g
+
+
+def _encode(grid: Any, labels: Sequence[str], with_counts: bool, row_wise: bool) -> str:
+    labels = check_labels(labels)
+    g = _checked_grid(grid, len(labels))
+    buf, off, canon = label_table(labels)
+    flat = canon[g.ravel()]
+    row_len = g.shape[1] if row_wise else g.size
+    return K.encode_text(flat, row_len, buf, off, with_counts).tobytes().decode("utf-8")
+
+
+def encode_rrle(grid: Any, labels: Sequence[str]) -> str:
+    """Write a grid as R-RLE: runs per row, byte-identical to Text4Seg's encoder.
+
+    Args:
+        grid: ``(h, w)`` array of ids into ``labels``.
+        labels: ``labels[i]`` is the text of id ``i`` (``labels[0]`` the background).
+
+    Returns:
+        The text, ending with ``"\\n"``.
+
+    Raises:
+        ValueError: a label that would break the format (naming it), an id outside the
+            label list, a grid that is not 2-D or is empty.
+        TypeError: a grid that is not an integer array, labels that are not str.
+
+    Example:
+        >>> import numpy as np, segtext as st
+        >>> st.encode_rrle(np.array([[0, 0, 1, 1], [0, 0, 0, 0]]), ["others", "dog"])
+        'others *2| dog *2\\n others *4\\n'
+    """
+    return _encode(grid, labels, with_counts=True, row_wise=True)
+
+
+def encode_isd(grid: Any, labels: Sequence[str]) -> str:
+    """Write a grid as full I-SD text: one label per cell, rows joined by ``"\\n "``.
+
+    Same arguments and errors as :func:`encode_rrle`.
+
+    Example:
+        >>> import numpy as np, segtext as st
+        >>> st.encode_isd(np.array([[0, 1], [0, 0]]), ["others", "dog"])
+        'others| dog\\n others| others\\n'
+    """
+    return _encode(grid, labels, with_counts=False, row_wise=True)
+
+
+def encode_irle(grid: Any, labels: Sequence[str]) -> str:
+    """Write a grid as I-RLE: runs over the row-major flattened grid, on one line.
+
+    Same arguments and errors as :func:`encode_rrle`.
+
+    Example:
+        >>> import numpy as np, segtext as st
+        >>> st.encode_irle(np.array([[0, 0, 1, 1], [0, 0, 0, 0]]), ["others", "dog"])
+        'others *2| dog *2| others *4\\n'
+    """
+    return _encode(grid, labels, with_counts=True, row_wise=False)
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class DecodedGrid:
+    """What :func:`decode_rrle` returns.
+
+    Attributes:
+        grid: ``int32`` array ``(h, w)`` of ids into ``labels``.
+        labels: text of each id; ``labels[0]`` is the background.
+        repairs: every fix made (empty for a clean text).
+        format: ``"rrle"``, ``"isd"`` or ``"irle"``, as read from the text.
+
+    Example:
+        >>> import segtext as st
+        >>> res = st.decode_rrle("others *1| dog *1\\n dog *2\\n")
+        >>> res.grid.tolist(), res.labels, res.ok, res.format
+        ([[0, 1], [1, 1]], ['others', 'dog'], True, 'rrle')
+    """
+
+    grid: np.ndarray
+    labels: list[str]
+    repairs: list[Repair] = field(default_factory=list)
+    format: str = "rrle"
+
+    @property
+    def ok(self) -> bool:
+        """True when the text needed no repair."""
+        return not self.repairs
+
+    def foreground(self) -> np.ndarray:
+        """Boolean grid, True wherever the label is not the background (Text4Seg's rule).
+
+        Example:
+            >>> import segtext as st
+            >>> st.decode_rrle("others *1| cat *1\\n").foreground().tolist()
+            [[False, True]]
+        """
+        return self.grid != 0
+
+    def to_mask(self, image_size: tuple[int, int], method: str = "exact") -> np.ndarray:
+        """The grid expanded to an ``(H, W)`` label map (see :func:`segtext.grid_to_mask`).
+
+        Example:
+            >>> import segtext as st
+            >>> st.decode_rrle("others *1| cat *1\\n").to_mask((1, 4)).tolist()
+            [[0, 0, 1, 1]]
+        """
+        return grid_to_mask(self.grid, image_size, method=method)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _extract(text: str, log: RepairLog) -> tuple[str, int]:
+    """The text between ``<seg>`` and ``</seg>``, and its offset in ``text``."""
+    i = text.find("<seg>")
+    if i >= 0:
+        j = text.find("</seg>", i + 5)
+        if j >= 0:
+            return text[i + 5 : j], i + 5
+        log.add("missing_seg_close", len(text), "'<seg>' is never closed; read to the end",
+                expected="'</seg>'", found="end of text")
+        return text[i + 5 :], i + 5
+    j = text.find("</seg>")
+    if j >= 0:
+        log.add("missing_seg_open", 0, "'</seg>' without '<seg>'; read from the start",
+                expected="'<seg>'", found="'</seg>'")
+        return text[:j], 0
+    return text, 0
+
+
+class _Vocab:
+    """Label text -> id, inferring new labels or applying the unknown-label policy."""
+
+    def __init__(self, labels: tuple[str, ...] | None, unknown: str, log: RepairLog) -> None:
+        self.infer = labels is None
+        self.labels = [BACKGROUND] if labels is None else list(labels)
+        self.ids: dict[str, int] = {}
+        for i, s in enumerate(self.labels):
+            self.ids.setdefault(s, i)
+        self.unknown = unknown
+        self.log = log
+
+    def id(self, text: str, offset: int) -> int:
+        v = self.ids.get(text)
+        if v is not None:
+            return v
+        if self.infer:
+            self.labels.append(text)
+            self.ids[text] = v = len(self.labels) - 1
+            return v
+        if self.unknown == "error":
+            line, column = self.log.position(offset)
+            raise DecodeError("unknown_label", f"unknown label {text!r}", line, column,
+                              expected="a label from the labels list", found=repr(text))
+        v = 0 if self.unknown == "background" else nearest_label(text, self.labels)
+        self.log.add("unknown_label", offset,
+                     f"unknown label {text!r} read as {self.labels[v]!r}",
+                     expected="a label from the labels list", found=repr(text))
+        return v
+
+
+def _fast(body: str, labels: tuple[str, ...] | None,
+          grid_size: tuple[int, int] | None) -> tuple[np.ndarray, list[str], str] | None:
+    """Decode a well-formed body in the compiled parser; None when anything is off."""
+    raw = body.encode("utf-8")
+    if labels is None:
+        buf, off, _ = label_table((BACKGROUND,))
+    else:
+        buf, off, _ = label_table(labels)
+    ok, ids, counts, row_ends, n_runs, n_rows, counted, ns, ne = K.parse_runs(
+        np.frombuffer(raw, np.uint8), buf, off, labels is None)
+    if not ok or counted < 0:
+        return None
+    total = int(counts.sum())
+    if n_rows == 1 and (grid_size is None or grid_size[0] != 1):
+        if grid_size is None:
+            s = math.isqrt(total)
+            h, w = (s, s) if s * s == total else (1, total)
+        else:
+            h, w = grid_size
+            if total != h * w:
+                return None
+        fmt = "isd" if counted == 0 else ("irle" if h > 1 else "rrle")
+    else:
+        starts = np.concatenate(([0], row_ends[:-1]))
+        sums = np.add.reduceat(counts, starts)
+        h, w = (n_rows, int(sums[0])) if grid_size is None else grid_size
+        if n_rows != h or (sums != w).any():
+            return None
+        fmt = "isd" if counted == 0 else "rrle"
+    if h * w > _MAX_CELLS:
+        return None
+    grid = np.repeat(ids, counts).reshape(h, w)
+    if labels is None:
+        out = [BACKGROUND] + [raw[s:e].decode("utf-8") for s, e in zip(ns.tolist(), ne.tolist())]
+    else:
+        out = list(labels)
+    return grid, out, fmt
+
+
+def _parse_count(text: str, offset: int, cap: int, log: RepairLog) -> int:
+    """Count of one run from the text after ``" *"``; 0 means drop the run."""
+    if text and text.isascii() and text.isdigit() and text[0] != "0":
+        return min(int(text), cap)
+    if text == "":
+        log.add("missing_count", offset, "a run with ' *' but no count; read as 1",
+                expected="a positive count", found="nothing")
+        return 1
+    m = _DIGITS.match(text.strip())
+    value = int(m.group()) if m else 1
+    if m and value == 0:
+        log.add("zero_count", offset, "a run of zero cells; dropped",
+                expected="a positive count", found=repr(text))
+        return 0
+    log.add("bad_count", offset, f"count {text!r} read as {value}",
+            expected="a positive decimal count", found=repr(text))
+    return min(value, cap)
+
+
+def _tokenize(body: str, base: int, log: RepairLog) -> list[tuple[int, list[tuple[str, int, str | None]]]]:
+    """Split a body into rows of raw runs ``(label_text, offset, count_text or None)``."""
+    rows = []
+    lines = body.split("\n")
+    pos = base
+    last = len(lines) - 1
+    for k, line in enumerate(lines):
+        start = pos
+        pos += len(line) + 1
+        if k == last and line == "":
+            break
+        if line.strip() == "":
+            log.add("blank_line", start, "an empty line; skipped", expected="a row",
+                    found=repr(line))
+            continue
+        if k == last:
+            log.add("missing_final_newline", start + len(line), "the text does not end with a newline",
+                    expected="'\\n'", found="end of text")
+        if line.endswith("\r"):
+            log.add("row_separator", start + len(line) - 1, "a carriage return before the newline",
+                    expected="'\\n '", found="'\\r\\n'")
+            line = line[:-1]
+        if k > 0:
+            if line.startswith(" "):
+                line = line[1:]
+                start += 1
+            else:
+                log.add("row_separator", start, "a newline not followed by a space",
+                        expected="' '", found=repr(line[:1]))
+        row_offset = start
+        runs = []
+        for part in line.split("| "):
+            label, sep, count = part.partition(" *")
+            runs.append((label, start, count if sep else None))
+            start += len(part) + 2
+        rows.append((row_offset, runs))
+    return rows
+
+
+def _fill_row(cells: np.ndarray, w: int, above: np.ndarray | None, offset: int,
+              log: RepairLog, row_number: int) -> np.ndarray:
+    n = len(cells)
+    if n == w:
+        return cells
+    if n > w:
+        log.add("row_too_long", offset, f"row {row_number} has {n} cells; truncated to {w}",
+                expected=f"{w} cells", found=f"{n}")
+        return cells[:w]
+    if n == 0:
+        fill = above[:w] if above is not None else np.zeros(w, np.int32)
+        log.add("row_too_short", offset, f"row {row_number} has no cells; filled from "
+                + ("the row above" if above is not None else "background"),
+                expected=f"{w} cells", found="0")
+        return fill
+    log.add("row_too_short", offset, f"row {row_number} has {n} cells; padded to {w} with its last label",
+            expected=f"{w} cells", found=f"{n}")
+    return np.concatenate([cells, np.full(w - n, cells[-1], np.int32)])
+
+
+def _decode_full(text: str, body: str, base: int, labels: tuple[str, ...] | None,
+                 grid_size: tuple[int, int] | None, unknown: str, log: RepairLog) -> DecodedGrid:
+    rows = _tokenize(body, base, log)
+    counted_any = any(c is not None for _, runs in rows for _, _, c in runs)
+    cap = grid_size[0] * grid_size[1] if grid_size else _MAX_COUNT
+    vocab = _Vocab(labels, unknown, log)
+    parsed: list[tuple[int, np.ndarray, np.ndarray]] = []
+    for row_offset, runs in rows:
+        ids, counts = [], []
+        for label, offset, count_text in runs:
+            if count_text is None:
+                if counted_any:
+                    log.add("missing_count", offset + len(label), "a run without ' *N'; read as 1",
+                            expected="' *N'", found=repr(label[-10:]))
+                n = 1
+            else:
+                n = _parse_count(count_text, offset + len(label) + 2, cap, log)
+            if n == 0:
+                continue
+            name = label.strip()
+            if name != label:
+                lead = len(label) - len(label.lstrip())
+                log.add("label_whitespace", offset, f"label {label!r} has surrounding whitespace",
+                        expected="no whitespace", found=repr(label))
+                offset += lead
+            if name == "":
+                log.add("empty_label", offset, "a run without a label; read as background",
+                        expected="a label", found="nothing")
+                v = 0
+            else:
+                v = vocab.id(name, offset)
+            ids.append(v)
+            counts.append(n)
+        parsed.append((row_offset, np.array(ids, np.int32), np.array(counts, np.int64)))
+    fmt = "rrle" if counted_any else "isd"
+    end = base + len(body)
+    if not any(len(ids) for _, ids, _ in parsed):
+        log.add("empty_text", base, "no runs; the grid is background", expected="runs",
+                found=repr(body[:20]))
+        h, w = grid_size or DEFAULT_GRID_SIZE
+        return DecodedGrid(np.zeros((h, w), np.int32), vocab.labels, log.repairs, fmt)
+    if len(parsed) == 1 and (grid_size is None or grid_size[0] != 1):
+        row_offset, ids, counts = parsed[0]
+        cells = np.repeat(ids, counts)
+        total = len(cells)
+        if grid_size is None:
+            s = math.isqrt(total)
+            h, w = (s, s) if s * s == total else (1, min(total, _MAX_CELLS))
+        else:
+            h, w = grid_size
+        if total != h * w:
+            log.add("total_mismatch", row_offset, f"{total} cells where {h}x{w} = {h * w} were expected",
+                    expected=f"{h * w} cells", found=f"{total}")
+        cells = _fill_row(cells, h * w, None, row_offset, RepairLog(text, False), 1)
+        if counted_any and h > 1:
+            fmt = "irle"
+        return DecodedGrid(cells.reshape(h, w), vocab.labels, log.repairs, fmt)
+    sums = [int(c.sum()) for _, _, c in parsed]
+    if grid_size is None:
+        freq = Counter(s for s in sums if s > 0)
+        w = max(freq, key=lambda s: (freq[s], s))
+        h = len(parsed)
+        w = max(1, min(w, _MAX_CELLS // h))
+    else:
+        h, w = grid_size
+    grid = np.empty((h, w), np.int32)
+    above = None
+    for i, (row_offset, ids, counts) in enumerate(parsed[:h]):
+        grid[i] = above = _fill_row(np.repeat(ids, counts), w, above, row_offset, log, i + 1)
+    if len(parsed) > h:
+        log.add("extra_rows", parsed[h][0], f"{len(parsed)} rows where {h} were expected; "
+                "the rest dropped", expected=f"{h} rows", found=f"{len(parsed)}")
+    elif len(parsed) < h:
+        log.add("missing_rows", end, f"{len(parsed)} rows where {h} were expected; "
+                "filled from the row above", expected=f"{h} rows", found=f"{len(parsed)}")
+        grid[len(parsed):] = grid[len(parsed) - 1]
+    return DecodedGrid(grid, vocab.labels, log.repairs, fmt)
+
+
+def _decode_t4s(text: str, labels: tuple[str, ...] | None, grid_size: tuple[int, int] | None,
+                unknown: str) -> DecodedGrid:
+    """Text4Seg's decoder: split, flatten, pad with the last value, truncate, reshape."""
+    log = RepairLog(text, strict=False)
+    body, base = _extract(text, RepairLog(text, False))
+    try:
+        rows = []
+        for row in body.split("\n "):
+            pairs = []
+            for token in row.split("| "):
+                label, count = token.split(" *")
+                pairs.append((label, int(count)))
+            rows.append(pairs)
+        if grid_size is None:
+            sums = [sum(max(c, 0) for _, c in r) for r in rows]
+            if len(rows) == 1:
+                s = math.isqrt(sums[0])
+                grid_size = (s, s) if s * s == sums[0] else (1, sums[0])
+            else:
+                freq = Counter(sums)
+                grid_size = (len(rows), max(freq, key=lambda s: (freq[s], s)))
+            if not 0 < grid_size[0] * grid_size[1] <= _MAX_CELLS:
+                raise ValueError("no usable grid size")
+        h, w = grid_size
+        flat: list[str] = []
+        for pairs in rows:
+            for label, count in pairs:
+                if len(flat) < h * w:
+                    flat.extend([label] * min(count, h * w - len(flat)))
+        if len(flat) < h * w:
+            flat.extend([flat[-1]] * (h * w - len(flat)))
+    except (ValueError, IndexError) as e:
+        h, w = grid_size or DEFAULT_GRID_SIZE
+        log.add("t4s_parse_error", base, f"Text4Seg's decoder fails here ({e}); all background")
+        return DecodedGrid(np.zeros((h, w), np.int32), [BACKGROUND] if labels is None else list(labels),
+                           log.repairs, "rrle")
+    vocab = _Vocab(labels, unknown, log)
+    first = {s: vocab.id(s, base) for s in dict.fromkeys(flat)}
+    grid = np.array([first[s] for s in flat], np.int32).reshape(h, w)
+    return DecodedGrid(grid, vocab.labels, log.repairs, "rrle")
+
+
+def decode_rrle(
+    text: str,
+    labels: Sequence[str] | None = None,
+    grid_size: int | tuple[int, int] | None = None,
+    mode: str = "repair",
+    unknown: str = "background",
+) -> DecodedGrid:
+    """Read a grid back from R-RLE, I-SD or I-RLE text (a model's answer, typically).
+
+    Args:
+        text: the text; when it holds ``<seg>`` ... ``</seg>`` only what is between is read.
+        labels: the vocabulary (``labels[i]`` is the text of id ``i``). ``None`` infers it:
+            ``"others"`` first, then other labels in order of first appearance.
+        grid_size: ``(h, w)`` or an int; ``None`` infers it (rows = lines, width = most
+            common row sum; a one-line text is I-RLE, square when its total is a perfect
+            square, else one row; a text with nothing to read gives 16 x 16 background).
+        mode: ``"strict"``, ``"repair"`` or ``"t4s"`` (see the module docstring).
+        unknown: with ``labels`` given, what an unknown label becomes: ``"background"``,
+            ``"nearest"`` (closest label by edit distance) or ``"error"`` (raise).
+
+    Returns:
+        :class:`DecodedGrid` with ``grid``, ``labels``, ``repairs`` and ``format``.
+
+    Raises:
+        DecodeError: in ``strict`` mode, at the first deviation (line, column, expected,
+            found); in any mode for an unknown label under ``unknown="error"``.
+        TypeError / ValueError: ``text`` not a str, or bad ``labels``, ``grid_size``,
+            ``mode`` or ``unknown`` arguments.
+
+    Example:
+        >>> import segtext as st
+        >>> answer = "Sure, here it is:\\n<seg>others *2| dog *2\\n others *4\\n</seg>"
+        >>> res = st.decode_rrle(answer, labels=["others", "dog"])
+        >>> res.grid.tolist(), res.ok
+        ([[0, 0, 1, 1], [0, 0, 0, 0]], True)
+        >>> res = st.decode_rrle("others *2| dog *1\\n others *4\\n", grid_size=(2, 4))
+        >>> res.grid.tolist(), [r.kind for r in res.repairs]
+        ([[0, 0, 1, 1], [0, 0, 0, 0]], ['row_too_short'])
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, got {type(text).__name__}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if unknown not in UNKNOWN_POLICIES:
+        raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
+    vocab = None if labels is None else check_labels(labels)
+    size = None if grid_size is None else _grid_size(grid_size)
+    if mode == "t4s":
+        return _decode_t4s(text, vocab, size, unknown)
+    log = RepairLog(text, strict=mode == "strict")
+    body, base = _extract(text, log)
+    fast = _fast(body, vocab, size)
+    if fast is not None:
+        grid, out_labels, fmt = fast
+        return DecodedGrid(grid, out_labels, log.repairs, fmt)
+    return _decode_full(text, body, base, vocab, size, unknown, log)
