@@ -27,13 +27,23 @@ from segtext.grid import (
 )
 from segtext.labels import check_label, check_labels, nearest_label
 from segtext.repairs import REPAIR_KINDS, DecodeError, Repair
-from segtext.rrle import DecodedGrid, decode_rrle, encode_irle, encode_isd, encode_rrle
+from segtext.rrle import (
+    FORMATS,
+    DecodedGrid,
+    decode_rrle,
+    encode_irle,
+    encode_isd,
+    encode_rrle,
+    rle_to_text,
+    rles_to_texts,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "POLICIES",
     "REPAIR_KINDS",
+    "FORMATS",
     "DecodeError",
     "DecodedGrid",
     "Repair",
@@ -50,5 +60,7 @@ __all__ = [
     "nearest_label",
     "pillow_nearest_index",
     "rle_to_grid",
+    "rle_to_text",
     "rles_to_grids",
+    "rles_to_texts",
 ]

@@ -25,7 +25,7 @@ OK = 0
 ERR_BAD_CHAR = 1
 ERR_TRUNCATED = 2
 ERR_NEGATIVE = 3
-ERR_TOO_MANY = 4
+ERR_TOTAL = 4
 
 # byte values used by the text kernels
 _NL = 10  # "\n"
@@ -40,12 +40,27 @@ _D9 = 57  # "9"
 
 
 @njit(cache=True)
+def cell_starts(n_pixels, n_cells):
+    """First pixel of each cell (length ``n_cells + 1``, ending with ``n_pixels``).
+
+    Pixel ``i`` is in cell ``r`` iff ``2*n*r <= (2*i + 1)*m < 2*n*(r + 1)``, so the first
+    pixel of cell ``r`` is ``ceil((2*n*r - m) / (2*m))``, clipped to ``[0, n]``.
+    """
+    out = np.empty(n_cells + 1, np.int64)
+    m2 = 2 * n_cells
+    for r in range(n_cells + 1):
+        v = -((n_cells - 2 * n_pixels * r) // m2)
+        out[r] = min(max(v, 0), n_pixels)
+    return out
+
+
+@njit(cache=True)
 def cell_index(n_pixels, n_cells):
-    """Cell of each pixel: ``(2*i + 1) * n_cells // (2*n_pixels)``."""
+    """Cell of each pixel: ``(2*i + 1) * n_cells // (2*n_pixels)``, filled from the cell starts."""
     out = np.empty(n_pixels, np.int64)
-    den = 2 * n_pixels
-    for i in range(n_pixels):
-        out[i] = ((2 * i + 1) * n_cells) // den
+    starts = cell_starts(n_pixels, n_cells)
+    for r in range(n_cells):
+        out[starts[r] : starts[r + 1]] = r
     return out
 
 
@@ -228,32 +243,55 @@ def decode_coco_counts(s):
 
 
 @njit(cache=True)
+def _column_segment(fg, x, y0, y1, ry, rb, cx):
+    """Add the foreground rows ``[y0, y1)`` of pixel column ``x`` to the cell counts."""
+    c = cx[x]
+    r = ry[y0]
+    r_end = ry[y1 - 1]
+    while r <= r_end:
+        fg[r, c] += min(y1, rb[r + 1]) - max(y0, rb[r])
+        r += 1
+
+
+@njit(cache=True)
 def rle_counts(counts, H, ry, rb, cx, h, w):
     """Per-cell foreground pixel counts straight from column-major runs (no dense mask).
 
-    ``rb`` are the row-cell bounds of ``ry`` (see :func:`cell_bounds`).
+    ``rb`` are the row-cell starts (see :func:`cell_starts`). Whole columns inside
+    a run are only counted per grid column and spread over the grid rows at the end.
     """
     fg = np.zeros((h, w), np.int64)
+    full = np.zeros(w, np.int64)  # whole foreground columns per grid column
+    x = 0  # column of the current position, tracked without division
+    col = 0  # linear index of the first pixel of column x
     pos = 0
     for i in range(counts.shape[0]):
         n = counts[i]
         if i % 2 == 1 and n > 0:
-            s = pos
             e = pos + n
-            while s < e:
-                x = s // H
-                y0 = s - x * H
-                y1 = min(H, y0 + (e - s))
-                c = cx[x]
-                r = ry[y0]
-                r_end = ry[y1 - 1]
-                while r <= r_end:
-                    lo = max(y0, rb[r])
-                    hi = min(y1, rb[r + 1])
-                    fg[r, c] += hi - lo
-                    r += 1
-                s += y1 - y0
+            while pos >= col + H:
+                x += 1
+                col += H
+            y0 = pos - col
+            if y0 > 0:  # partial first column
+                y1 = min(H, e - col)
+                _column_segment(fg, x, y0, y1, ry, rb, cx)
+                if y1 < H:
+                    pos = e
+                    continue
+                x += 1
+                col += H
+            while col + H <= e:  # whole columns
+                full[cx[x]] += 1
+                x += 1
+                col += H
+            if e > col:  # partial last column
+                _column_segment(fg, x, 0, e - col, ry, rb, cx)
         pos += n
+    for r in range(h):
+        rows = rb[r + 1] - rb[r]
+        for c in range(w):
+            fg[r, c] += full[c] * rows
     return fg
 
 
@@ -276,19 +314,14 @@ def rle_sample(counts, H, py, px):
 
 
 @njit(cache=True)
-def _bounds_of(n_pixels, n_cells):
-    return cell_bounds(cell_index(n_pixels, n_cells), n_cells)
-
-
-@njit(cache=True)
 def _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out):
     if policy == 0:
         out[:, :] = rle_sample(counts, H, py, px)
         return
+    rb = cell_starts(H, h)
+    cb = cell_starts(W, w)
     ry = cell_index(H, h)
     cx = cell_index(W, w)
-    rb = cell_bounds(ry, h)
-    cb = cell_bounds(cx, w)
     fg = rle_counts(counts, H, ry, rb, cx, h, w)
     for r in range(h):
         for c in range(w):
@@ -300,11 +333,35 @@ def _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out):
 
 
 @njit(cache=True)
+def _runs_status(counts, H, W):
+    total = 0
+    for i in range(counts.shape[0]):
+        if counts[i] < 0:
+            return ERR_NEGATIVE
+        total += counts[i]
+    return OK if total == H * W else ERR_TOTAL
+
+
+@njit(cache=True)
 def rle_grid(counts, H, W, h, w, policy, threshold, py, px):
-    """One binary grid from runs. ``policy``: 0 nearest (uses py, px), 1 majority, 2 any."""
-    out = np.empty((h, w), np.int32)
-    _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out)
-    return out
+    """One binary grid from runs. ``policy``: 0 nearest (uses py, px), 1 majority, 2 any.
+
+    Returns ``(grid, status)``; the runs are checked (non-negative, summing to ``H*W``) first.
+    """
+    out = np.zeros((h, w), np.int32)
+    status = _runs_status(counts, H, W)
+    if status == OK:
+        _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out)
+    return out, status
+
+
+@njit(cache=True)
+def rle_string_grid(s, H, W, h, w, policy, threshold, py, px):
+    """:func:`rle_grid` of a compressed COCO counts string (uint8 bytes), in one call."""
+    counts, status = decode_coco_counts(s)
+    if status != OK:
+        return np.zeros((h, w), np.int32), status
+    return rle_grid(counts, H, W, h, w, policy, threshold, py, px)
 
 
 @njit(cache=True, parallel=True)
@@ -410,12 +467,94 @@ def _emit(flat, row_len, lab, off, with_counts, out, write):
 
 
 @njit(cache=True)
-def encode_text(flat, row_len, lab, off, with_counts):
-    """Text bytes of a grid; ``flat`` holds canonical ids (equal texts share one id)."""
+def encode_grid(grid, canon, lab, off, row_wise, with_counts):
+    """Text bytes of a grid, checking its ids first.
+
+    ``canon[v]`` is the canonical id of label ``v`` (equal texts share one id, so their runs
+    merge). Returns ``(bytes, status, value)``: status 0, or 1 for a negative id and 2 for an
+    id past the label list, with the offending ``value``.
+    """
+    h, w = grid.shape
+    n_labels = canon.shape[0]
+    flat = np.empty(h * w, np.int64)
+    k = 0
+    for i in range(h):
+        for j in range(w):
+            v = np.int64(grid[i, j])
+            if v < 0:
+                return np.empty(0, np.uint8), 1, v
+            if v >= n_labels:
+                return np.empty(0, np.uint8), 2, v
+            flat[k] = canon[v]
+            k += 1
+    row_len = w if row_wise else h * w
     size = _emit(flat, row_len, lab, off, with_counts, np.empty(0, np.uint8), False)
     out = np.empty(size, np.uint8)
     _emit(flat, row_len, lab, off, with_counts, out, True)
-    return out
+    return out, 0, np.int64(0)
+
+
+@njit(cache=True)
+def _binary_flat(grid, fg_id):
+    h, w = grid.shape
+    flat = np.empty(h * w, np.int64)
+    k = 0
+    for i in range(h):
+        for j in range(w):
+            flat[k] = fg_id if grid[i, j] != 0 else 0
+            k += 1
+    return flat
+
+
+@njit(cache=True)
+def rle_text(data, compressed, H, W, h, w, policy, threshold, py, px, fg_id, lab, off,
+             row_wise, with_counts):
+    """COCO RLE (compressed bytes or runs) -> binary grid -> text bytes, in one call.
+
+    Foreground cells get label ``fg_id`` (0 when the label's text equals the background's).
+    Returns ``(bytes, status)``.
+    """
+    if compressed:
+        counts, status = decode_coco_counts(data.astype(np.uint8))
+    else:
+        counts, status = data.astype(np.int64), OK
+    if status == OK:
+        status = _runs_status(counts, H, W)
+    if status != OK:
+        return np.empty(0, np.uint8), status
+    grid = np.empty((h, w), np.int32)
+    _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, grid)
+    flat = _binary_flat(grid, fg_id)
+    row_len = w if row_wise else h * w
+    size = _emit(flat, row_len, lab, off, with_counts, np.empty(0, np.uint8), False)
+    out = np.empty(size, np.uint8)
+    _emit(flat, row_len, lab, off, with_counts, out, True)
+    return out, OK
+
+
+@njit(cache=True, parallel=True)
+def rle_texts(counts, offsets, sizes, h, w, policy, threshold, py, px, fg_ids, lab, off,
+              row_wise, with_counts):
+    """Batch of :func:`rle_text` over already decoded runs (see :func:`rle_grids`).
+
+    Returns ``(bytes, text_offsets)``: text ``n`` is ``bytes[text_offsets[n]:text_offsets[n+1]]``.
+    """
+    N = sizes.shape[0]
+    flats = np.empty((N, h * w), np.int64)
+    lens = np.zeros(N + 1, np.int64)
+    row_len = w if row_wise else h * w
+    empty = np.empty(0, np.uint8)
+    for n in prange(N):
+        grid = np.empty((h, w), np.int32)
+        _one_rle_grid(counts[offsets[n] : offsets[n + 1]], sizes[n, 0], sizes[n, 1], h, w,
+                      policy, threshold, py[n], px[n], grid)
+        flats[n] = _binary_flat(grid, fg_ids[n])
+        lens[n + 1] = _emit(flats[n], row_len, lab, off, with_counts, empty, False)
+    cum = np.cumsum(lens)
+    out = np.empty(cum[N], np.uint8)
+    for n in prange(N):
+        _emit(flats[n], row_len, lab, off, with_counts, out[cum[n] : cum[n + 1]], True)
+    return out, cum
 
 
 # --------------------------------------------------------------------------- text decoding

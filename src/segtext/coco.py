@@ -32,7 +32,9 @@ __all__ = [
     "SAMPLE_PATH",
     "decode_counts",
     "load_annotations",
+    "check_status",
     "rle_runs",
+    "rle_source",
     "rles_runs",
     "sample_annotations",
     "to_rle",
@@ -125,6 +127,43 @@ def _uncompressed(counts: Any, where: str) -> np.ndarray:
     return arr
 
 
+def rle_source(rle: dict, where: str = "rle") -> tuple[np.ndarray, bool, tuple[int, int]]:
+    """Validate a COCO RLE dict's layout and return ``(data, compressed, (H, W))``.
+
+    ``data`` is the compressed string as ``uint8`` bytes, or the run lengths as ``int64``;
+    the runs themselves are checked by the kernels (see :func:`check_status`).
+
+    Example:
+        >>> import segtext as st
+        >>> data, compressed, size = st.coco.rle_source({"size": [2, 3], "counts": [1, 5]})
+        >>> data.tolist(), compressed, size
+        ([1, 5], False, (2, 3))
+    """
+    H, W = _size(rle, where)
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        if not counts.isascii():
+            raise ValueError(f"{where}: compressed RLE counts must be ASCII text")
+        return np.frombuffer(counts.encode("ascii"), np.uint8), True, (H, W)
+    if isinstance(counts, (bytes, bytearray)):
+        return np.frombuffer(bytes(counts), np.uint8), True, (H, W)
+    return _uncompressed(counts, where), False, (H, W)
+
+
+def check_status(status: int, where: str, H: int, W: int) -> None:
+    """Raise the ``ValueError`` that a kernel status code stands for (0 is fine).
+
+    Example:
+        >>> import segtext as st
+        >>> st.coco.check_status(0, "rle", 2, 3)
+    """
+    if status == K.OK:
+        return
+    if status == K.ERR_TOTAL:
+        raise ValueError(f"{where}: run lengths do not sum to H*W = {H}*{W} = {H * W}")
+    raise ValueError(f"{where}: compressed RLE counts {_STATUS_TEXT[status]}")
+
+
 def rle_runs(rle: dict, where: str = "rle") -> tuple[np.ndarray, tuple[int, int]]:
     """Validated run lengths and ``(H, W)`` of a COCO RLE dict (compressed or not).
 
@@ -134,17 +173,12 @@ def rle_runs(rle: dict, where: str = "rle") -> tuple[np.ndarray, tuple[int, int]
         >>> counts.tolist(), size
         ([1, 1, 2, 2], (2, 3))
     """
-    H, W = _size(rle, where)
-    counts = rle["counts"]
-    if isinstance(counts, (str, bytes, bytearray)):
-        try:
-            arr = decode_counts(counts)
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
-    else:
-        arr = _uncompressed(counts, where)
-    _check_total(arr, H, W, where)
-    return arr, (H, W)
+    data, compressed, (H, W) = rle_source(rle, where)
+    if compressed:
+        data, status = K.decode_coco_counts(data)
+        check_status(status, where, H, W)
+    _check_total(data, H, W, where)
+    return data, (H, W)
 
 
 def rles_runs(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

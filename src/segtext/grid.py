@@ -39,7 +39,15 @@ from typing import Any
 import numpy as np
 
 from segtext import _kernels as K
-from segtext.coco import rle_runs, rles_runs
+from segtext._validate import (
+    POLICIES,
+    as_array,
+    check_fits,
+    grid_size_arg,
+    image_size_arg,
+    policy_code,
+)
+from segtext.coco import check_status, rle_source, rles_runs
 
 __all__ = [
     "POLICIES",
@@ -51,74 +59,12 @@ __all__ = [
     "rles_to_grids",
 ]
 
-POLICIES = ("nearest", "majority", "any")
-_POLICY_CODE = {"nearest": 0, "majority": 1, "any": 2}
 _UPSAMPLE_METHODS = ("exact", "t4s")
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _grid_size(grid_size: Any) -> tuple[int, int]:
-    if isinstance(grid_size, (int, np.integer)) and not isinstance(grid_size, bool):
-        grid_size = (grid_size, grid_size)
-    try:
-        h, w = grid_size
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"grid_size must be an int or a pair of ints (h, w), got {grid_size!r}"
-        ) from None
-    for v in (h, w):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"grid_size must hold two positive ints (h, w), got {grid_size!r}")
-    return int(h), int(w)
-
-
-def _image_size(image_size: Any) -> tuple[int, int]:
-    try:
-        H, W = image_size
-    except (TypeError, ValueError):
-        raise TypeError(f"image_size must be a pair of ints (H, W), got {image_size!r}") from None
-    for v in (H, W):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"image_size must hold two positive ints (H, W), got {image_size!r}")
-    return int(H), int(W)
-
-
-def _policy(policy: str, threshold: float) -> int:
-    if policy not in _POLICY_CODE:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
-        raise TypeError(f"threshold must be a number in (0, 1], got {threshold!r}")
-    if not 0.0 < float(threshold) <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
-    return _POLICY_CODE[policy]
-
-
-def _check_fits(image: tuple[int, int], grid: tuple[int, int]) -> None:
-    if grid[0] > image[0] or grid[1] > image[1]:
-        raise ValueError(
-            f"grid_size {grid} is larger than the image {image}: every cell needs at least "
-            "one pixel, so the grid may not exceed the image in either direction"
-        )
-
-
-def _as_array(mask: Any, name: str = "mask") -> np.ndarray:
-    if type(mask).__module__.startswith("torch"):
-        mask = mask.detach().cpu().numpy()
-    if not isinstance(mask, np.ndarray):
-        if isinstance(mask, (list, tuple)):
-            mask = np.asarray(mask)
-        else:
-            raise TypeError(
-                f"{name} must be a numpy array (or a torch tensor), got {type(mask).__name__}"
-            )
-    return mask
 
 
 def _as_label_map(mask: Any, ignore_index: int | None) -> tuple[np.ndarray, bool]:
     """Validate a mask; return it as an integer array and whether it is binary."""
-    m = _as_array(mask)
+    m = as_array(mask)
     if m.ndim != 2:
         raise ValueError(f"mask must be a 2-D (H, W) array, got shape {m.shape}")
     if m.shape[0] == 0 or m.shape[1] == 0:
@@ -166,7 +112,7 @@ def cell_index(n_pixels: int, n_cells: int) -> np.ndarray:
         >>> st.cell_index(5, 2).tolist()
         [0, 0, 1, 1, 1]
     """
-    n_pixels, n_cells = _image_size((n_pixels, n_cells))
+    n_pixels, n_cells = image_size_arg((n_pixels, n_cells))
     return K.cell_index(n_pixels, n_cells)
 
 
@@ -199,7 +145,7 @@ def pillow_nearest_index(n_pixels: int, n_cells: int) -> np.ndarray:
         >>> st.pillow_nearest_index(10, 4).tolist()
         [1, 3, 6, 8]
     """
-    n_pixels, n_cells = _image_size((n_pixels, n_cells))
+    n_pixels, n_cells = image_size_arg((n_pixels, n_cells))
     return _pillow_index(n_pixels, n_cells)
 
 
@@ -241,8 +187,8 @@ def mask_to_grid(
         >>> st.mask_to_grid(mask, grid_size=2).tolist()
         [[0, 1], [0, 0]]
     """
-    h, w = _grid_size(grid_size)
-    code = _policy(policy, threshold)
+    h, w = grid_size_arg(grid_size)
+    code = policy_code(policy, threshold)
     if ignore_index is not None and (
         isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
     ):
@@ -251,7 +197,7 @@ def mask_to_grid(
         raise TypeError(f"empty_label must be an int, got {empty_label!r}")
     m, binary = _as_label_map(mask, ignore_index)
     H, W = m.shape
-    _check_fits((H, W), (h, w))
+    check_fits((H, W), (h, w))
     has_ignore = ignore_index is not None
     ign = int(ignore_index) if has_ignore else 0
     if has_ignore and m.dtype.kind == "u" and not 0 <= ign <= np.iinfo(m.dtype).max:
@@ -311,13 +257,16 @@ def rle_to_grid(
         >>> st.rle_to_grid(rle, grid_size=(1, 2)).tolist()
         [[0, 1]]
     """
-    h, w = _grid_size(grid_size)
-    code = _policy(policy, threshold)
-    counts, (H, W) = rle_runs(rle)
-    _check_fits((H, W), (h, w))
+    h, w = grid_size_arg(grid_size)
+    code = policy_code(policy, threshold)
+    data, compressed, (H, W) = rle_source(rle)
+    check_fits((H, W), (h, w))
     py = _pillow_index(H, h) if code == 0 else _EMPTY
     px = _pillow_index(W, w) if code == 0 else _EMPTY
-    return K.rle_grid(counts, H, W, h, w, code, float(threshold), py, px)
+    kernel = K.rle_string_grid if compressed else K.rle_grid
+    grid, status = kernel(data, H, W, h, w, code, float(threshold), py, px)
+    check_status(status, "rle", H, W)
+    return grid
 
 
 _EMPTY = np.zeros(0, np.int64)
@@ -353,8 +302,8 @@ def rles_to_grids(
         >>> st.rles_to_grids(rles, grid_size=1).tolist()
         [[[1]], [[0]]]
     """
-    h, w = _grid_size(grid_size)
-    code = _policy(policy, threshold)
+    h, w = grid_size_arg(grid_size)
+    code = policy_code(policy, threshold)
     counts, offsets, sizes = rles_runs(rles)
     for n, (H, W) in enumerate(sizes.tolist()):
         if h > H or w > W:
@@ -396,12 +345,12 @@ def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact") 
         >>> st.grid_to_mask(np.array([[0, 1]]), image_size=(2, 4)).tolist()
         [[0, 0, 1, 1], [0, 0, 1, 1]]
     """
-    g = _as_array(grid, "grid")
+    g = as_array(grid, "grid")
     if g.ndim != 2 or g.size == 0:
         raise ValueError(f"grid must be a non-empty 2-D (h, w) array, got shape {g.shape}")
     if g.dtype.kind not in "biu":
         raise TypeError(f"grid must hold integer or bool label ids, got dtype {g.dtype}")
-    H, W = _image_size(image_size)
+    H, W = image_size_arg(image_size)
     if method == "exact":
         ry, cx = K.cell_index(H, g.shape[0]), K.cell_index(W, g.shape[1])
     elif method == "t4s":

@@ -47,13 +47,26 @@ from typing import Any
 import numpy as np
 
 from segtext import _kernels as K
-from segtext.grid import _as_array, _grid_size, grid_to_mask
+from segtext._validate import as_array, check_fits, grid_size_arg, policy_code
+from segtext.coco import check_status, rle_source, rles_runs
+from segtext.grid import grid_to_mask, pillow_nearest_index
 from segtext.labels import BACKGROUND, check_labels, label_table, nearest_label
 from segtext.repairs import DecodeError, Repair, RepairLog
 
-__all__ = ["DecodedGrid", "decode_rrle", "encode_irle", "encode_isd", "encode_rrle"]
+__all__ = [
+    "FORMATS",
+    "DecodedGrid",
+    "decode_rrle",
+    "encode_irle",
+    "encode_isd",
+    "encode_rrle",
+    "rle_to_text",
+    "rles_to_texts",
+]
 
 MODES = ("strict", "repair", "t4s")
+#: text spellings of a grid, each as (row-wise, with counts)
+FORMATS = {"rrle": (True, True), "isd": (True, False), "irle": (False, True)}
 UNKNOWN_POLICIES = ("background", "nearest", "error")
 DEFAULT_GRID_SIZE = (16, 16)
 _MAX_COUNT = 1 << 16  # a count is clipped here when no grid size bounds it
@@ -64,28 +77,23 @@ _DIGITS = re.compile(r"[0-9]+")
 # --------------------------------------------------------------------------- encoding
 
 
-def _checked_grid(grid: Any, n_labels: int) -> np.ndarray:
-    g = _as_array(grid, "grid")
+def _encode(grid: Any, labels: Sequence[str], with_counts: bool, row_wise: bool) -> str:
+    labels = check_labels(labels)
+    g = as_array(grid, "grid")
     if g.ndim != 2 or g.size == 0:
         raise ValueError(f"grid must be a non-empty 2-D (h, w) array, got shape {g.shape}")
     if g.dtype.kind not in "biu":
         raise TypeError(f"grid must hold integer label ids, got dtype {g.dtype}")
-    lo, hi = int(g.min()), int(g.max())
-    if lo < 0:
-        raise ValueError(f"grid holds negative id {lo}; ids index the labels list")
-    if hi >= n_labels:
-        raise ValueError(f"grid holds id {hi} but the labels list is too short "
-                         f"({n_labels} labels, ids 0..{n_labels - 1})")
-    return g
-
-
-def _encode(grid: Any, labels: Sequence[str], with_counts: bool, row_wise: bool) -> str:
-    labels = check_labels(labels)
-    g = _checked_grid(grid, len(labels))
+    if g.dtype == np.bool_:
+        g = g.view(np.uint8)
     buf, off, canon = label_table(labels)
-    flat = canon[g.ravel()]
-    row_len = g.shape[1] if row_wise else g.size
-    return K.encode_text(flat, row_len, buf, off, with_counts).tobytes().decode("utf-8")
+    out, status, value = K.encode_grid(g, canon, buf, off, row_wise, with_counts)
+    if status == 1:
+        raise ValueError(f"grid holds negative id {value}; ids index the labels list")
+    if status == 2:
+        raise ValueError(f"grid holds id {value} but the labels list is too short "
+                         f"({len(labels)} labels, ids 0..{len(labels) - 1})")
+    return out.tobytes().decode("utf-8")
 
 
 def encode_rrle(grid: Any, labels: Sequence[str]) -> str:
@@ -135,6 +143,126 @@ def encode_irle(grid: Any, labels: Sequence[str]) -> str:
         'others *2| dog *2| others *4\\n'
     """
     return _encode(grid, labels, with_counts=True, row_wise=False)
+
+
+# --------------------------------------------------------------------------- COCO RLE straight to text
+
+
+def _format_flags(format: str) -> tuple[bool, bool]:
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {tuple(FORMATS)}, got {format!r}")
+    return FORMATS[format]
+
+
+def rle_to_text(
+    rle: dict,
+    label: str,
+    grid_size: int | tuple[int, int] = (16, 16),
+    policy: str = "majority",
+    threshold: float = 0.5,
+    format: str = "rrle",
+    background: str = BACKGROUND,
+) -> str:
+    """Encode one binary COCO RLE mask as grid text in a single compiled call.
+
+    The same as ``encode_rrle(rle_to_grid(rle, grid_size, policy, threshold),
+    [background, label])`` (or :func:`encode_isd` / :func:`encode_irle` by ``format``),
+    without the intermediate steps; this is the hot path of dataset encoding.
+
+    Args:
+        rle: COCO RLE dict (compressed or not).
+        label: text of the foreground (e.g. the referring expression or class name).
+        grid_size: ``(h, w)`` or an int.
+        policy: ``"nearest"``, ``"majority"`` or ``"any"``.
+        threshold: foreground fraction for ``majority``.
+        format: ``"rrle"``, ``"isd"`` or ``"irle"``.
+        background: text of the background.
+
+    Raises:
+        ValueError / TypeError: as :func:`segtext.rle_to_grid` and :func:`encode_rrle`.
+
+    Example:
+        >>> import segtext as st
+        >>> st.rle_to_text({"size": [2, 4], "counts": [4, 4]}, "dog", grid_size=(2, 4))
+        'others *2| dog *2\\n others *2| dog *2\\n'
+    """
+    labels = check_labels((background, label))
+    row_wise, with_counts = _format_flags(format)
+    h, w = grid_size_arg(grid_size)
+    code = policy_code(policy, threshold)
+    data, compressed, (H, W) = rle_source(rle)
+    check_fits((H, W), (h, w))
+    py = pillow_nearest_index(H, h) if code == 0 else _EMPTY
+    px = pillow_nearest_index(W, w) if code == 0 else _EMPTY
+    buf, off, canon = label_table(labels)
+    out, status = K.rle_text(data, compressed, H, W, h, w, code, float(threshold), py, px,
+                             int(canon[1]), buf, off, row_wise, with_counts)
+    check_status(status, "rle", H, W)
+    return out.tobytes().decode("utf-8")
+
+
+_EMPTY = np.zeros(0, np.int64)
+
+
+def rles_to_texts(
+    rles: Sequence[dict],
+    labels: str | Sequence[str],
+    grid_size: int | tuple[int, int] = (16, 16),
+    policy: str = "majority",
+    threshold: float = 0.5,
+    format: str = "rrle",
+    background: str = BACKGROUND,
+) -> list[str]:
+    """Batch form of :func:`rle_to_text`: many masks to texts in parallel compiled kernels.
+
+    Args:
+        rles: sequence of COCO RLE dicts (compressed or not; sizes may differ).
+        labels: one foreground text for all masks, or one per mask.
+        grid_size, policy, threshold, format, background: as :func:`rle_to_text`.
+
+    Returns:
+        One text per mask, in order.
+
+    Raises:
+        ValueError / TypeError: as :func:`rle_to_text`; the message names the index of the
+            offending mask; ``labels`` of the wrong length.
+
+    Example:
+        >>> import segtext as st
+        >>> rles = [{"size": [2, 2], "counts": [0, 4]}, {"size": [2, 2], "counts": [2, 2]}]
+        >>> st.rles_to_texts(rles, ["cat", "dog"], grid_size=(1, 2))
+        ['cat *2\\n', 'others *1| dog *1\\n']
+    """
+    row_wise, with_counts = _format_flags(format)
+    h, w = grid_size_arg(grid_size)
+    code = policy_code(policy, threshold)
+    counts, offsets, sizes = rles_runs(rles)
+    N = len(sizes)
+    if isinstance(labels, str):
+        vocab = check_labels((background, labels))
+        buf, off, canon = label_table(vocab)
+        fg_ids = np.full(N, canon[1], np.int64)
+    else:
+        if len(labels) != N:
+            raise ValueError(f"labels has {len(labels)} entries for {N} masks; "
+                             "give one label for all or one per mask")
+        vocab = check_labels((background, *dict.fromkeys(labels)))
+        buf, off, canon = label_table(vocab)
+        index = {s: canon[i] for i, s in enumerate(vocab)}
+        fg_ids = np.array([index[s] for s in labels], np.int64)
+    for n, (H, W) in enumerate(sizes.tolist()):
+        if h > H or w > W:
+            raise ValueError(f"rles[{n}]: grid_size {(h, w)} is larger than the image {(H, W)}")
+    if code == 0:
+        py = np.array([pillow_nearest_index(H, h) for H in sizes[:, 0].tolist()], np.int64)
+        px = np.array([pillow_nearest_index(W, w) for W in sizes[:, 1].tolist()], np.int64)
+    else:
+        py = px = np.zeros((N, 0), np.int64)
+    out, cum = K.rle_texts(counts, offsets, sizes, h, w, code, float(threshold), py, px, fg_ids,
+                           buf, off, row_wise, with_counts)
+    raw = out.tobytes()
+    bounds = cum.tolist()
+    return [raw[bounds[n] : bounds[n + 1]].decode("utf-8") for n in range(N)]
 
 
 # --------------------------------------------------------------------------- result
@@ -524,7 +652,7 @@ def decode_rrle(
     if unknown not in UNKNOWN_POLICIES:
         raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
     vocab = None if labels is None else check_labels(labels)
-    size = None if grid_size is None else _grid_size(grid_size)
+    size = None if grid_size is None else grid_size_arg(grid_size)
     if mode == "t4s":
         return _decode_t4s(text, vocab, size, unknown)
     log = RepairLog(text, strict=mode == "strict")

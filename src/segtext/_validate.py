@@ -1,0 +1,67 @@
+"""Argument checks shared by the public modules (private)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+POLICIES = ("nearest", "majority", "any")
+_POLICY_CODE = {"nearest": 0, "majority": 1, "any": 2}
+
+
+def grid_size_arg(grid_size: Any) -> tuple[int, int]:
+    if isinstance(grid_size, (int, np.integer)) and not isinstance(grid_size, bool):
+        grid_size = (grid_size, grid_size)
+    try:
+        h, w = grid_size
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"grid_size must be an int or a pair of ints (h, w), got {grid_size!r}"
+        ) from None
+    for v in (h, w):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"grid_size must hold two positive ints (h, w), got {grid_size!r}")
+    return int(h), int(w)
+
+
+def image_size_arg(image_size: Any) -> tuple[int, int]:
+    try:
+        H, W = image_size
+    except (TypeError, ValueError):
+        raise TypeError(f"image_size must be a pair of ints (H, W), got {image_size!r}") from None
+    for v in (H, W):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"image_size must hold two positive ints (H, W), got {image_size!r}")
+    return int(H), int(W)
+
+
+def policy_code(policy: str, threshold: float) -> int:
+    if policy not in _POLICY_CODE:
+        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
+        raise TypeError(f"threshold must be a number in (0, 1], got {threshold!r}")
+    if not 0.0 < float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    return _POLICY_CODE[policy]
+
+
+def check_fits(image: tuple[int, int], grid: tuple[int, int]) -> None:
+    if grid[0] > image[0] or grid[1] > image[1]:
+        raise ValueError(
+            f"grid_size {grid} is larger than the image {image}: every cell needs at least "
+            "one pixel, so the grid may not exceed the image in either direction"
+        )
+
+
+def as_array(mask: Any, name: str = "mask") -> np.ndarray:
+    if type(mask).__module__.startswith("torch"):
+        mask = mask.detach().cpu().numpy()
+    if not isinstance(mask, np.ndarray):
+        if isinstance(mask, (list, tuple)):
+            mask = np.asarray(mask)
+        else:
+            raise TypeError(
+                f"{name} must be a numpy array (or a torch tensor), got {type(mask).__name__}"
+            )
+    return mask
