@@ -184,19 +184,36 @@ def label_policy(compact, values, ry, cx, h, w, n_labels, any_mode, bg_compact, 
 
 
 @njit(cache=True)
-def upsample(grid, ry, cx):
-    """Grid -> mask: pixel (y, x) takes ``grid[ry[y], cx[x]]``; repeated rows are copied whole."""
-    H = ry.shape[0]
-    W = cx.shape[0]
-    out = np.empty((H, W), grid.dtype)
+def upsample(grid, ry, cx, out):
+    """Grid -> mask into ``out``: pixel (y, x) takes ``grid[ry[y], cx[x]]``.
+
+    ``ry`` and ``cx`` are monotone, so each output row is a few constant spans; a row that
+    maps to the same grid row as the one above is copied.
+    """
+    H, W = out.shape
+    w = grid.shape[1]
+    cb = cell_bounds(cx, w)
     for y in range(H):
         if y > 0 and ry[y] == ry[y - 1]:
-            out[y, :] = out[y - 1, :]
+            for x in range(W):
+                out[y, x] = out[y - 1, x]
         else:
             r = ry[y]
-            for x in range(W):
-                out[y, x] = grid[r, cx[x]]
+            for c in range(w):
+                v = grid[r, c]
+                for x in range(cb[c], cb[c + 1]):
+                    out[y, x] = v
     return out
+
+
+@njit(cache=True)
+def expand(grid, t4s, out):
+    """Grid -> mask into ``out`` with the exact cell geometry, or Text4Seg's floor rule."""
+    H, W = out.shape
+    h, w = grid.shape
+    if t4s:
+        return upsample(grid, floor_index(H, h), floor_index(W, w), out)
+    return upsample(grid, cell_index(H, h), cell_index(W, w), out)
 
 
 # --------------------------------------------------------------------------- COCO RLE
@@ -669,6 +686,72 @@ def parse_runs(body, lab, off, infer):
     counted = 1 if without_count == 0 else (0 if with_count == 0 else -1)
     return (True, ids[:n_runs], counts[:n_runs], row_ends[:n_rows], n_runs, n_rows, counted,
             new_starts[:n_new], new_ends[:n_new])
+
+
+@njit(cache=True)
+def decode_grid(body, lab, off, infer, h_given, w_given, max_cells):
+    """Fast path of the grid-text decoder: parse, check the shape, fill the grid, in one call.
+
+    ``h_given``/``w_given`` are -1 when the grid size is to be inferred (a one-line text is
+    I-RLE, square when its total is a perfect square, else one row; otherwise rows are
+    lines and the width is the first row's sum). Returns ``(ok, grid, new_spans, fmt)``
+    with ``fmt`` 0 R-RLE, 1 I-SD, 2 I-RLE and ``new_spans[k] = (start, end)`` of the k-th
+    inferred label in ``body``. ``ok`` is False for any text the encoders would not write
+    for this grid size; the caller then runs the repairing parser.
+    """
+    fail = (False, np.zeros((0, 0), np.int32), np.zeros((0, 2), np.int64), 0)
+    ok, ids, counts, row_ends, n_runs, n_rows, counted, ns, ne = parse_runs(body, lab, off, infer)
+    if not ok or counted < 0:
+        return fail
+    total = 0
+    for k in range(n_runs):
+        total += counts[k]
+    if n_rows == 1 and h_given != 1:
+        if h_given < 0:
+            s = np.int64(np.sqrt(np.float64(total)))
+            while s * s > total:
+                s -= 1
+            while (s + 1) * (s + 1) <= total:
+                s += 1
+            if s * s == total:
+                h, w = s, s
+            else:
+                h, w = np.int64(1), total
+        else:
+            h, w = h_given, w_given
+            if total != h * w:
+                return fail
+        fmt = 1 if counted == 0 else (2 if h > 1 else 0)
+    else:
+        h = n_rows if h_given < 0 else h_given
+        if n_rows != h:
+            return fail
+        w = w_given
+        k = 0
+        for r in range(n_rows):
+            row_sum = 0
+            while k < row_ends[r]:
+                row_sum += counts[k]
+                k += 1
+            if w < 0:
+                w = row_sum
+            if row_sum != w:
+                return fail
+        fmt = 1 if counted == 0 else 0
+    if h * w > max_cells:
+        return fail
+    grid = np.empty((h, w), np.int32)
+    flat = grid.reshape(h * w)
+    p = 0
+    for k in range(n_runs):
+        v = ids[k]
+        for _ in range(counts[k]):
+            flat[p] = v
+            p += 1
+    spans = np.empty((ns.shape[0], 2), np.int64)
+    spans[:, 0] = ns
+    spans[:, 1] = ne
+    return True, grid, spans, fmt
 
 
 @njit(cache=True)

@@ -351,12 +351,9 @@ def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact") 
     if g.dtype.kind not in "biu":
         raise TypeError(f"grid must hold integer or bool label ids, got dtype {g.dtype}")
     H, W = image_size_arg(image_size)
-    if method == "exact":
-        ry, cx = K.cell_index(H, g.shape[0]), K.cell_index(W, g.shape[1])
-    elif method == "t4s":
-        ry, cx = K.floor_index(H, g.shape[0]), K.floor_index(W, g.shape[1])
-    else:
+    if method not in _UPSAMPLE_METHODS:
         raise ValueError(f"method must be one of {_UPSAMPLE_METHODS}, got {method!r}")
+    t4s = method == "t4s"
     if g.dtype == np.bool_:
-        return K.upsample(g.view(np.uint8), ry, cx).view(np.bool_)
-    return K.upsample(np.ascontiguousarray(g), ry, cx)
+        return K.expand(g.view(np.uint8), t4s, np.empty((H, W), np.uint8)).view(np.bool_)
+    return K.expand(g, t4s, np.empty((H, W), g.dtype))

@@ -305,15 +305,23 @@ class DecodedGrid:
         """
         return self.grid != 0
 
-    def to_mask(self, image_size: tuple[int, int], method: str = "exact") -> np.ndarray:
+    def to_mask(self, image_size: tuple[int, int], method: str = "exact",
+                dtype: Any = None) -> np.ndarray:
         """The grid expanded to an ``(H, W)`` label map (see :func:`segtext.grid_to_mask`).
+
+        Args:
+            image_size: ``(H, W)``.
+            method: ``"exact"`` (inverse of the cell policies) or ``"t4s"`` (Text4Seg's).
+            dtype: of the result; by default ``uint8`` when every id fits, else ``int32``.
 
         Example:
             >>> import segtext as st
             >>> st.decode_rrle("others *1| cat *1\\n").to_mask((1, 4)).tolist()
             [[0, 0, 1, 1]]
         """
-        return grid_to_mask(self.grid, image_size, method=method)
+        if dtype is None:
+            dtype = np.uint8 if len(self.labels) <= 256 else np.int32
+        return grid_to_mask(self.grid.astype(dtype, copy=False), image_size, method=method)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -368,43 +376,24 @@ class _Vocab:
         return v
 
 
+_FORMAT_CODES = ("rrle", "isd", "irle")
+
+
 def _fast(body: str, labels: tuple[str, ...] | None,
           grid_size: tuple[int, int] | None) -> tuple[np.ndarray, list[str], str] | None:
     """Decode a well-formed body in the compiled parser; None when anything is off."""
     raw = body.encode("utf-8")
-    if labels is None:
-        buf, off, _ = label_table((BACKGROUND,))
-    else:
-        buf, off, _ = label_table(labels)
-    ok, ids, counts, row_ends, n_runs, n_rows, counted, ns, ne = K.parse_runs(
-        np.frombuffer(raw, np.uint8), buf, off, labels is None)
-    if not ok or counted < 0:
+    buf, off, _ = label_table((BACKGROUND,) if labels is None else labels)
+    h, w = (-1, -1) if grid_size is None else grid_size
+    ok, grid, spans, fmt = K.decode_grid(np.frombuffer(raw, np.uint8), buf, off, labels is None,
+                                         h, w, _MAX_CELLS)
+    if not ok:
         return None
-    total = int(counts.sum())
-    if n_rows == 1 and (grid_size is None or grid_size[0] != 1):
-        if grid_size is None:
-            s = math.isqrt(total)
-            h, w = (s, s) if s * s == total else (1, total)
-        else:
-            h, w = grid_size
-            if total != h * w:
-                return None
-        fmt = "isd" if counted == 0 else ("irle" if h > 1 else "rrle")
-    else:
-        starts = np.concatenate(([0], row_ends[:-1]))
-        sums = np.add.reduceat(counts, starts)
-        h, w = (n_rows, int(sums[0])) if grid_size is None else grid_size
-        if n_rows != h or (sums != w).any():
-            return None
-        fmt = "isd" if counted == 0 else "rrle"
-    if h * w > _MAX_CELLS:
-        return None
-    grid = np.repeat(ids, counts).reshape(h, w)
     if labels is None:
-        out = [BACKGROUND] + [raw[s:e].decode("utf-8") for s, e in zip(ns.tolist(), ne.tolist())]
+        out = [BACKGROUND] + [raw[s:e].decode("utf-8") for s, e in spans.tolist()]
     else:
         out = list(labels)
-    return grid, out, fmt
+    return grid, out, _FORMAT_CODES[fmt]
 
 
 def _parse_count(text: str, offset: int, cap: int, log: RepairLog) -> int:
