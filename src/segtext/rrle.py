@@ -31,8 +31,11 @@ Decoding
 have no counts is I-SD) in three modes: ``strict`` raises :class:`~segtext.DecodeError` at
 the first deviation from what the encoders write; ``repair`` never raises on any ``str`` and
 lists each fix (:data:`~segtext.repairs.REPAIR_KINDS`); ``t4s`` reproduces Text4Seg's own
-decoder (flatten every run, pad with the last value, truncate, reshape; any parse error
-gives an all-background grid).
+decoder step for step (take the text between the first ``<seg>`` and the next
+``</seg>``, strip newlines, split rows on ``"\\n "`` and runs on ``"| "``, expand every run,
+re-split the labels on ``"|"`` and strip them, pad with the last label, truncate, reshape;
+any parse error gives an all-background grid, silently in Text4Seg and as a
+``t4s_parse_error`` repair here). Unlike Text4Seg, a text without ``<seg>`` is read whole.
 """
 
 from __future__ import annotations
@@ -553,14 +556,30 @@ def _decode_full(text: str, body: str, base: int, labels: tuple[str, ...] | None
     return DecodedGrid(grid, vocab.labels, log.repairs, fmt)
 
 
+def _t4s_body(text: str) -> str:
+    """Text4Seg's extraction: ``text.split("<seg>")[1].split("</seg>")[0]``.
+
+    Text4Seg needs the tags; a text without ``<seg>`` is read whole here (our extension).
+    """
+    text = text.strip()
+    if "<seg>" in text:
+        return text.split("<seg>")[1].split("</seg>")[0]
+    return text
+
+
 def _decode_t4s(text: str, labels: tuple[str, ...] | None, grid_size: tuple[int, int] | None,
                 unknown: str) -> DecodedGrid:
-    """Text4Seg's decoder: split, flatten, pad with the last value, truncate, reshape."""
+    """Text4Seg's decoder, step for step.
+
+    Rows are ``body.strip("\\n").split("\\n ")``, runs ``row.split("| ")``, each run
+    ``label, count = run.split(" *")`` with ``int(count)``; the labels are expanded,
+    joined by ``"|"``, split on ``"|"`` again and stripped; the list is padded with its
+    last item or truncated to ``h*w``. Any parse error gives an all-background grid.
+    """
     log = RepairLog(text, strict=False)
-    body, base = _extract(text, RepairLog(text, False))
     try:
         rows = []
-        for row in body.split("\n "):
+        for row in _t4s_body(text).strip("\n").split("\n "):
             pairs = []
             for token in row.split("| "):
                 label, count = token.split(" *")
@@ -577,21 +596,26 @@ def _decode_t4s(text: str, labels: tuple[str, ...] | None, grid_size: tuple[int,
             if not 0 < grid_size[0] * grid_size[1] <= _MAX_CELLS:
                 raise ValueError("no usable grid size")
         h, w = grid_size
-        flat: list[str] = []
+        n = h * w
+        items: list[str] = []
         for pairs in rows:
             for label, count in pairs:
-                if len(flat) < h * w:
-                    flat.extend([label] * min(count, h * w - len(flat)))
-        if len(flat) < h * w:
-            flat.extend([flat[-1]] * (h * w - len(flat)))
+                if len(items) >= n or count <= 0:
+                    continue
+                parts = [p.strip() for p in label.split("|")]
+                reps = min(count, -(-(n - len(items)) // len(parts)))
+                items.extend(parts * reps)
+        del items[n:]
+        if len(items) < n:
+            items.extend([items[-1]] * (n - len(items)))
     except (ValueError, IndexError) as e:
         h, w = grid_size or DEFAULT_GRID_SIZE
-        log.add("t4s_parse_error", base, f"Text4Seg's decoder fails here ({e}); all background")
+        log.add("t4s_parse_error", 0, f"Text4Seg's decoder fails on this text ({e}); all background")
         return DecodedGrid(np.zeros((h, w), np.int32), [BACKGROUND] if labels is None else list(labels),
                            log.repairs, "rrle")
     vocab = _Vocab(labels, unknown, log)
-    first = {s: vocab.id(s, base) for s in dict.fromkeys(flat)}
-    grid = np.array([first[s] for s in flat], np.int32).reshape(h, w)
+    ids = {s: vocab.id(s, 0) for s in dict.fromkeys(items)}  # first-appearance order
+    grid = np.fromiter(map(ids.__getitem__, items), np.int32, len(items)).reshape(h, w)
     return DecodedGrid(grid, vocab.labels, log.repairs, "rrle")
 
 
