@@ -19,10 +19,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TextIO
-
-import numpy as np
 
 import segtext as st
 
@@ -31,24 +28,11 @@ DEFAULT_LABEL = "object"
 MAX_REPORTED = 10  # skipped annotations listed one by one on stderr
 CHUNK = 1024  # annotations per call of the batch kernel (bounds memory, paces the progress bar)
 
-ENCODERS: dict[str, Callable[[np.ndarray, Sequence[str]], str]] = {
-    "rrle": st.encode_rrle,
-    "isd": st.encode_isd,
-    "irle": st.encode_irle,
-}
+FORMATS = ("rrle", "isd", "irle")
 
 
 class CliError(Exception):
     """An error the user can fix; printed as one line, exit status 2."""
-
-
-@dataclass
-class _Item:
-    index: int  # position in the input's annotation list
-    ann: dict
-    rle: dict
-    image_size: tuple[int, int]
-    label: str
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -117,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="grid size, N for NxN or HxW (default 16)")
     enc.add_argument("--policy", choices=("majority", "nearest", "any"), default="majority",
                      help="cell policy (default majority; nearest reproduces Text4Seg's Pillow resize)")
-    enc.add_argument("--format", choices=tuple(ENCODERS), default="rrle",
+    enc.add_argument("--format", choices=FORMATS, default="rrle",
                      help="text format: rrle (Text4Seg R-RLE, default), isd (one label per cell), irle")
     enc.add_argument("--threshold", type=_threshold, default=0.5,
                      help="foreground fraction for the majority policy, in (0, 1] (default 0.5)")
@@ -144,130 +128,54 @@ def _version() -> str:
 # ----------------------------------------------------------------------------- input
 
 
-def _load_json(path: str | None) -> tuple[Any, str]:
-    """The parsed input and a name for messages."""
-    if path is None:
-        path = str(st.coco.SAMPLE_PATH)
-        name = f"bundled sample ({path})"
+def _load(args: argparse.Namespace, skipped: list) -> tuple[list[dict], str]:
+    """The annotations of INPUT (the bundled sample by default) and a name for messages."""
+    if args.input is None:
+        source, name = st.coco.SAMPLE_PATH, f"bundled sample ({st.coco.SAMPLE_PATH})"
+    elif args.input == "-":
+        name = "stdin"
+        try:
+            source = json.load(sys.stdin)
+        except json.JSONDecodeError as e:
+            raise CliError(f"stdin is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
     else:
-        name = "stdin" if path == "-" else path
+        source = name = args.input
     try:
-        if path == "-":
-            return json.load(sys.stdin), name
-        with open(path, "rb") as f:
-            return json.load(f), name
+        anns = st.coco.load_annotations(source, skip_invalid=args.skip_invalid, skipped=skipped,
+                                        limit=args.limit)
     except FileNotFoundError:
-        raise CliError(f"input file not found: {path}") from None
+        raise CliError(f"input file not found: {name}") from None
     except IsADirectoryError:
-        raise CliError(f"input is a directory, expected a COCO JSON file: {path}") from None
-    except PermissionError:
-        raise CliError(f"cannot read input file (permission denied): {path}") from None
-    except json.JSONDecodeError as e:
-        raise CliError(f"{name} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise CliError(f"{name} is not valid JSON (not UTF-8 text): {e.reason} at byte {e.start}") from None
-
-
-def _split_coco(data: Any, name: str) -> tuple[list, dict[Any, tuple[int, int]], dict[Any, str]]:
-    """(annotations, image id -> (H, W), category id -> name) from instances or results JSON."""
-    if isinstance(data, list):
-        anns, images, categories = data, [], None
-    elif isinstance(data, dict) and "annotations" in data:
-        anns = data["annotations"]
-        images = data.get("images") or []
-        categories = data.get("categories")
-    else:
-        raise CliError(
-            f"{name}: expected COCO instances JSON (an object with 'annotations') or COCO results JSON "
-            f"(a list of annotations), got {type(data).__name__}"
-            + (f" with keys {sorted(data)[:8]}" if isinstance(data, dict) else "")
-        )
-    if not isinstance(anns, list):
-        raise CliError(f"{name}: 'annotations' must be a list, got {type(anns).__name__}")
-
-    sizes: dict[Any, tuple[int, int]] = {}
-    if isinstance(images, list):
-        for img in images:
-            if isinstance(img, dict) and isinstance(img.get("id"), (int, str)) and "height" in img and "width" in img:
-                sizes[img["id"]] = (img["height"], img["width"])
-
-    names: dict[Any, str] = {}
-    if isinstance(categories, list):
-        for cat in categories:
-            if isinstance(cat, dict) and isinstance(cat.get("id"), (int, str)) and isinstance(cat.get("name"), str):
-                names[cat["id"]] = cat["name"]
-    return anns, sizes, names
-
-
-def _label_for(ann: dict, names: dict[Any, str]) -> str:
-    cid = ann.get("category_id")
-    if not isinstance(cid, (int, str)):
-        return DEFAULT_LABEL
-    return names.get(cid) or st.coco.COCO_CATEGORY_NAMES.get(cid, DEFAULT_LABEL)
-
-
-def _prepare(index: int, ann: Any, sizes: dict, names: dict, label: str | None) -> _Item:
-    """Check one annotation and turn its segmentation into an RLE dict; ValueError says why not."""
-    if not isinstance(ann, dict):
-        raise ValueError(f"expected an annotation object, got {type(ann).__name__}")
-    seg = ann.get("segmentation")
-    if seg is None:
-        raise ValueError("no 'segmentation'")
-    if isinstance(seg, (list, dict)) and len(seg) == 0:
-        raise ValueError("empty 'segmentation'")
-    text = label if label is not None else _label_for(ann, names)
-
-    try:
-        image_size = sizes.get(ann.get("image_id"))
-    except TypeError:  # an unhashable image_id: no image entry can match it
-        image_size = None
-    if image_size is None and "height" in ann and "width" in ann:
-        image_size = (ann["height"], ann["width"])
-
-    if isinstance(seg, dict) and "size" in seg and isinstance(seg.get("counts"), (str, bytes, list)):
-        # An RLE that carries its size goes to the batch kernel as it is: decoding it here as
-        # well would double the work. The batch call validates the runs (see _grids).
-        size = seg["size"]
-        if not (isinstance(size, list) and len(size) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
-            raise ValueError(f"RLE 'size' must be [H, W] with positive integers, got {size!r}")
-        if image_size is not None and tuple(image_size) != tuple(size):
-            raise ValueError(f"RLE size {size} does not match the image's (height, width) {tuple(image_size)}")
-        return _Item(index, ann, seg, (size[0], size[1]), text)
-
-    if image_size is None and not isinstance(seg, dict):
-        raise ValueError(f"cannot tell the image size of a polygon segmentation: image_id "
-                         f"{ann.get('image_id')!r} has no entry with height and width in 'images'")
-    try:
-        rle = st.coco.to_rle(seg, image_size)  # rasterises polygons; validates other RLE dicts
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"unusable segmentation: {e}") from None
-    except Exception as e:  # pycocotools raises bare Exception for some malformed polygons
-        raise ValueError(f"unusable segmentation ({type(e).__name__}: {e})") from None
-    H, W = (int(v) for v in rle["size"])
-    return _Item(index, ann, rle, (H, W), text)
+        raise CliError(f"input is a directory, expected a COCO JSON file: {name}") from None
+    except OSError as e:
+        raise CliError(f"cannot read {name}: {e.strerror}") from None
+    except ValueError as e:
+        raise CliError(f"{e} (use --skip-invalid to skip such annotations)") from None
+    return anns, name
 
 
 # ----------------------------------------------------------------------------- work
 
 
-def _grids(items: list[_Item], args: argparse.Namespace, bad: Callable[[_Item, str], None]) -> Iterator[tuple[_Item, np.ndarray]]:
-    """Grids for a chunk of items, in one batch call; on failure, find the culprit(s) one by one."""
-    kw = dict(grid_size=args.grid_size, policy=args.policy, threshold=args.threshold)
+def _texts(items: list[dict], args: argparse.Namespace,
+           bad: Callable[[dict, str], None]) -> Iterator[tuple[dict, str]]:
+    """Texts for a chunk of annotations in one batch call; on failure, find the culprits one by one."""
+    kw = dict(grid_size=args.grid_size, policy=args.policy, threshold=args.threshold,
+              format=args.format, background=BACKGROUND)
     try:
-        grids = st.rles_to_grids([it.rle for it in items], **kw)
+        texts = st.rles_to_texts([it["segmentation"] for it in items], [it["text_label"] for it in items], **kw)
     except (ValueError, TypeError):
         pass
     else:
-        yield from zip(items, grids)
+        yield from zip(items, texts)
         return
     for it in items:  # error path only: locate the annotation(s) the batch refused
         try:
-            grid = st.rle_to_grid(it.rle, **kw)
+            text = st.rle_to_text(it["segmentation"], it["text_label"], **kw)
         except (ValueError, TypeError) as e:
             bad(it, str(e))
         else:
-            yield it, grid
+            yield it, text
 
 
 def _check_label(label: str) -> str | None:
@@ -325,36 +233,35 @@ def _progress(total: int, disable: bool):
 
 def _cmd_encode(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    encode = ENCODERS[args.format]
     if args.label is not None:
         problem = _check_label(args.label)
         if problem:
             raise CliError(f"--label {args.label!r} cannot be used: {problem}")
 
-    data, name = _load_json(args.input)
-    anns, sizes, names = _split_coco(data, name)
-    del data
-    if args.limit is not None:
-        anns = anns[: args.limit]
-
+    loader_skipped: list[tuple[int, Any, str]] = []
+    anns, name = _load(args, loader_skipped)
     skipped: list[tuple[int, str, str]] = []  # (index, "annotation i (id n)", reason)
 
-    def bad(index: int, ann: Any, why: str) -> None:
-        aid = ann.get("id") if isinstance(ann, dict) else None
+    def bad(index: int, aid: Any, why: str) -> None:
         where = f"annotation {index}" + (f" (id {aid})" if aid is not None else "")
         if not args.skip_invalid:
             raise CliError(f"{name}: {where}: {why} (use --skip-invalid to skip such annotations)")
         skipped.append((index, where, why))
 
-    # Pass 1: validate every annotation before a line is written.
-    items: list[_Item] = []
-    for i, ann in enumerate(anns):
-        try:
-            items.append(_prepare(i, ann, sizes, names, args.label))
-        except ValueError as e:
-            bad(i, ann, str(e))
-
+    for index, aid, why in loader_skipped:
+        bad(index, aid, why)
+    # every label is checked before a line is written
+    items: list[dict] = []
     label_problem: dict[str, str | None] = {}
+    for ann in anns:
+        label = args.label if args.label is not None else (ann["label"] or DEFAULT_LABEL)
+        if label not in label_problem:
+            label_problem[label] = _check_label(label)
+        if label_problem[label]:
+            bad(ann["index"], ann["id"], f"{label_problem[label]}; pass --label to override it")
+            continue
+        items.append({**ann, "text_label": label})
+
     out = _AtomicOutput(args.output) if args.output else None
     stream = out.file if out else sys.stdout
     h, w = args.grid_size
@@ -364,20 +271,13 @@ def _cmd_encode(args: argparse.Namespace) -> int:
             for start in range(0, len(items), CHUNK):
                 chunk = items[start:start + CHUNK]
                 lines = []
-                for it, grid in _grids(chunk, args, lambda it, why: bad(it.index, it.ann, why)):
-                    if it.label not in label_problem:
-                        label_problem[it.label] = _check_label(it.label)
-                    if label_problem[it.label]:
-                        bad(it.index, it.ann, f"{label_problem[it.label]}; pass --label to override it")
-                        continue
-                    text = encode(grid, (BACKGROUND, it.label))
-                    ann = it.ann
+                for it, text in _texts(chunk, args, lambda it, why: bad(it["index"], it["id"], why)):
                     lines.append(json.dumps({
-                        "id": ann.get("id", it.index),
-                        "image_id": ann.get("image_id"),
-                        "category_id": ann.get("category_id"),
-                        "label": it.label,
-                        "image_size": list(it.image_size),
+                        "id": it["id"],
+                        "image_id": it["image_id"],
+                        "category_id": it["category_id"],
+                        "label": it["text_label"],
+                        "image_size": list(it["image_size"]),
                         "grid_size": [h, w],
                         "text": text,
                     }, ensure_ascii=False))
@@ -414,7 +314,15 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``segtext`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run the ``segtext`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Example:
+        >>> from segtext.cli import main
+        >>> main(["encode", "--limit", "1", "--grid-size", "2", "--no-progress"])  # doctest: +NORMALIZE_WHITESPACE
+        {"id": 0, "image_id": 42, "category_id": 18, "label": "dog", "image_size": [478, 640],
+         "grid_size": [2, 2], "text": "others *1| dog *1\\n others *2\\n"}
+        0
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -430,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as e:  # e.g. the disk filled up while writing; -o leaves the old OUTPUT intact
+        print(f"segtext {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

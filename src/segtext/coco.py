@@ -185,7 +185,7 @@ def rles_runs(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """Runs of many RLEs at once: ``(counts, offsets, sizes)``.
 
     Mask ``n`` has runs ``counts[offsets[n]:offsets[n + 1]]`` and size ``sizes[n] = (H, W)``.
-    Compressed strings are decoded together in one parallel kernel.
+    Compressed strings are decoded together in one compiled call.
 
     Example:
         >>> import segtext as st
@@ -260,8 +260,9 @@ def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict
     """A COCO segmentation (polygons, uncompressed or compressed RLE) as a COCO RLE dict.
 
     Polygons (a list of ``[x1, y1, x2, y2, ...]`` lists) are rasterised with pycocotools
-    and merged into one compressed RLE with ``counts`` as ``str``; RLE dicts are validated
-    and returned unchanged.
+    and merged into one compressed RLE with ``counts`` as ``str``; RLE dicts are checked
+    for layout (size, counts type) and returned unchanged; their runs are checked where
+    they are used.
 
     Args:
         segmentation: COCO ``"segmentation"`` value.
@@ -278,7 +279,7 @@ def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict
         ([8, 8], 1)
     """
     if isinstance(segmentation, dict):
-        counts, size = rle_runs(segmentation, "segmentation")
+        _, _, size = rle_source(segmentation, "segmentation")
         if image_size is not None and tuple(int(v) for v in image_size) != size:
             raise ValueError(f"segmentation size {list(size)} does not match image_size "
                              f"{tuple(image_size)}")
@@ -289,77 +290,140 @@ def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict
         H, W = (int(v) for v in image_size)
         if H < 1 or W < 1:
             raise ValueError(f"image_size {image_size!r} is empty; expected H >= 1 and W >= 1")
-        polys = [list(map(float, p)) for p in segmentation]
+        try:
+            polys = [list(map(float, p)) for p in segmentation]
+        except (TypeError, ValueError):
+            raise ValueError("polygons must be lists of numbers [x1, y1, x2, y2, ...]") from None
         if not polys or any(len(p) < 6 or len(p) % 2 for p in polys):
             raise ValueError("polygons must be lists of at least 3 (x, y) pairs")
         from pycocotools import mask as mask_utils
 
-        rle = mask_utils.merge(mask_utils.frPyObjects(polys, H, W))
+        try:
+            rle = mask_utils.merge(mask_utils.frPyObjects(polys, H, W))
+        except Exception as e:  # pycocotools raises a bare Exception on some polygons
+            raise ValueError(f"polygons could not be rasterised: {e}") from None
         return {"size": [H, W], "counts": rle["counts"].decode("ascii")}
     raise TypeError("segmentation must be a list of polygons or a COCO RLE dict, "
                     f"got {type(segmentation).__name__}")
 
 
-def load_annotations(path: str | os.PathLike, skip_invalid: bool = False) -> list[dict]:
+def _layout(data: Any, name: str) -> tuple[list, dict[Any, tuple[int, int]], dict[Any, str]]:
+    """(annotations, image id -> (H, W), category id -> name) of instances or results JSON."""
+    if isinstance(data, list):
+        return data, {}, {}
+    if not isinstance(data, dict) or "annotations" not in data:
+        found = type(data).__name__ + (f" with keys {sorted(map(str, data))[:8]}" if isinstance(data, dict) else "")
+        raise ValueError(f"{name}: expected COCO instances JSON (an object with 'annotations') "
+                         f"or COCO results JSON (a list of annotations), got {found}")
+    anns = data["annotations"]
+    if not isinstance(anns, list):
+        raise ValueError(f"{name}: 'annotations' must be a list, got {type(anns).__name__}")
+    sizes: dict[Any, tuple[int, int]] = {}
+    for img in data.get("images") or []:
+        if isinstance(img, dict) and isinstance(img.get("id"), (int, str)):
+            try:
+                sizes[img["id"]] = (int(img["height"]), int(img["width"]))
+            except (KeyError, TypeError, ValueError):
+                pass  # an image without a usable size: its polygons are reported when used
+    names: dict[Any, str] = {}
+    for cat in data.get("categories") or []:
+        if isinstance(cat, dict) and isinstance(cat.get("name"), str):
+            names[cat.get("id")] = cat["name"]
+    return anns, sizes, names
+
+
+def _annotation(n: int, ann: Any, sizes: dict, names: dict) -> dict:
+    if not isinstance(ann, dict):
+        raise ValueError(f"expected an annotation object, got {type(ann).__name__}")
+    seg = ann.get("segmentation")
+    if seg is None or (isinstance(seg, (list, dict)) and len(seg) == 0):
+        raise ValueError("no 'segmentation'")
+    image_id = ann.get("image_id")
+    size = sizes.get(image_id) if isinstance(image_id, (int, str)) else None
+    if size is None and "height" in ann and "width" in ann:
+        size = (ann["height"], ann["width"])
+    if size is None and not isinstance(seg, dict):
+        raise ValueError(f"cannot tell the image size of a polygon segmentation: image_id "
+                         f"{image_id!r} has no entry with height and width in 'images'")
+    rle = to_rle(seg, size)
+    cat = ann.get("category_id")
+    label = names.get(cat) if isinstance(cat, (int, str)) else None
+    if label is None and isinstance(cat, int):
+        label = COCO_CATEGORY_NAMES.get(cat)
+    return {
+        "index": n,
+        "id": ann.get("id", n),
+        "image_id": image_id,
+        "category_id": cat,
+        "label": label,
+        "image_size": tuple(int(v) for v in rle["size"]),
+        "segmentation": rle,
+    }
+
+
+def load_annotations(
+    source: str | os.PathLike | list | dict,
+    skip_invalid: bool = False,
+    skipped: list | None = None,
+    limit: int | None = None,
+) -> list[dict]:
     """Read COCO instance annotations or COCO results, with every mask as a COCO RLE.
 
     Accepts an instances file (a dict with ``"annotations"``, ``"images"`` and optionally
-    ``"categories"``) or a results file (a list of annotations whose RLE carries its size).
-    Each returned dict has ``id`` (the annotation id, or its index), ``image_id``,
-    ``category_id``, ``label`` (category name from the file, else the COCO name, else
-    ``None``) and ``segmentation`` as a COCO RLE dict.
+    ``"categories"``) or a results file (a list of annotations whose RLE carries its size),
+    as a path or as already parsed JSON. Each returned dict has ``index`` (position in the
+    input), ``id`` (the annotation id, or the index), ``image_id``, ``category_id``,
+    ``label`` (category name from the file, else the COCO name, else ``None``),
+    ``image_size`` ``(H, W)`` and ``segmentation`` as a COCO RLE dict (polygons are
+    rasterised; RLE runs are checked where they are used).
 
     Args:
-        path: JSON file.
-        skip_invalid: drop annotations whose segmentation cannot be read instead of raising.
+        source: JSON file path, or the parsed JSON.
+        skip_invalid: leave out annotations whose segmentation cannot be read instead of
+            raising.
+        skipped: with ``skip_invalid``, a list that receives ``(index, id, reason)`` for
+            each annotation left out.
+        limit: read only the first ``limit`` annotations of the input.
 
     Raises:
         ValueError: bad JSON or layout, or (unless ``skip_invalid``) an annotation whose
-            segmentation is unusable; the message names its index.
+            segmentation is unusable; the message names its index and id.
+        OSError: the file cannot be read.
 
     Example:
         >>> import segtext as st
         >>> anns = st.coco.load_annotations(st.coco.SAMPLE_PATH)
-        >>> len(anns), anns[0]["label"], anns[0]["segmentation"]["size"]
-        (734, 'dog', [478, 640])
+        >>> len(anns), anns[0]["label"], anns[0]["image_size"]
+        (734, 'dog', (478, 640))
+        >>> st.coco.load_annotations([{"segmentation": []}], skip_invalid=True, skipped=(out := []))
+        []
+        >>> out
+        [(0, 0, "no 'segmentation'")]
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    names = dict(COCO_CATEGORY_NAMES)
-    image_sizes: dict[Any, tuple[int, int]] = {}
-    if isinstance(data, dict):
-        if "annotations" not in data:
-            raise ValueError(f"{path}: a COCO instances file needs an 'annotations' list")
-        for img in data.get("images", []):
-            image_sizes[img["id"]] = (int(img["height"]), int(img["width"]))
-        for cat in data.get("categories", []):
-            names[int(cat["id"])] = str(cat["name"])
-        anns = data["annotations"]
-    elif isinstance(data, list):
-        anns = data
+    if isinstance(source, (list, dict)):
+        data, name = source, "annotations"
     else:
-        raise ValueError(f"{path}: expected a COCO instances dict or a results list")
+        name = os.fspath(source)
+        try:
+            with open(source, "rb") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{name} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{name} is not valid JSON (not UTF-8 text): {e.reason}") from None
+    anns, sizes, names = _layout(data, name)
+    if limit is not None:
+        anns = anns[:limit]
     out = []
     for n, ann in enumerate(anns):
         try:
-            if not isinstance(ann, dict) or "segmentation" not in ann:
-                raise ValueError("no 'segmentation'")
-            seg = to_rle(ann["segmentation"], image_sizes.get(ann.get("image_id")))
+            out.append(_annotation(n, ann, sizes, names))
         except (TypeError, ValueError) as e:
-            if skip_invalid:
-                continue
-            raise ValueError(f"{path}: annotation {n}: {e}") from None
-        cat = ann.get("category_id")
-        out.append({
-            "id": ann.get("id", n),
-            "image_id": ann.get("image_id"),
-            "category_id": cat,
-            "label": names.get(cat) if isinstance(cat, int) else None,
-            "segmentation": seg,
-        })
+            aid = ann.get("id", n) if isinstance(ann, dict) else n
+            if not skip_invalid:
+                raise ValueError(f"{name}: annotation {n} (id {aid}): {e}") from None
+            if skipped is not None:
+                skipped.append((n, aid, str(e)))
     return out
 
 

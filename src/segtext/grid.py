@@ -280,7 +280,7 @@ def rles_to_grids(
 ) -> np.ndarray:
     """Batch form of :func:`rle_to_grid`: many COCO RLEs to one stacked ``(N, h, w)`` array.
 
-    Compressed counts are decoded and grids computed in parallel numba kernels; masks may
+    Compressed counts are decoded and grids computed in single compiled calls; masks may
     have different image sizes.
 
     Args:

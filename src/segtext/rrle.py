@@ -216,7 +216,7 @@ def rles_to_texts(
     format: str = "rrle",
     background: str = BACKGROUND,
 ) -> list[str]:
-    """Batch form of :func:`rle_to_text`: many masks to texts in parallel compiled kernels.
+    """Batch form of :func:`rle_to_text`: many masks to texts in one compiled call.
 
     Args:
         rles: sequence of COCO RLE dicts (compressed or not; sizes may differ).
