@@ -85,3 +85,10 @@ def test_full_parser_matches_decoder_on_damaged_text(data, draw):
 def test_inferred_grid_size(text, size, expected):
     assert st.decode_rrle(text, grid_size=size).grid.shape == expected
     assert full_parser(text, grid_size=size).grid.shape == expected
+
+
+def test_every_grid_repair_kind_is_documented():
+    from strategies import KNOWN_KINDS
+
+    assert KNOWN_KINDS <= set(st.REPAIR_KINDS)
+    assert all(isinstance(v, str) and v for v in st.REPAIR_KINDS.values())

@@ -93,28 +93,82 @@ def cell_bounds(index, n_cells):
     return bounds
 
 
+@njit(cache=True)
+def cell_spans(n_pixels, n_cells):
+    """The pixels each cell votes over, as ``[lo[c], hi[c])``.
+
+    With ``n_pixels >= n_cells`` the spans partition the pixels by the cell geometry (a
+    cell holds the pixels whose centres it contains). With fewer pixels than cells (a
+    small crop resampled to bricks), each cell takes the one pixel that contains its
+    centre, ``(2*c + 1) * n_pixels // (2*n_cells)``. Spans are non-decreasing in both ends.
+    """
+    lo = np.empty(n_cells, np.int64)
+    hi = np.empty(n_cells, np.int64)
+    if n_pixels >= n_cells:
+        starts = cell_starts(n_pixels, n_cells)
+        for c in range(n_cells):
+            lo[c] = starts[c]
+            hi[c] = starts[c + 1]
+    else:
+        for c in range(n_cells):
+            lo[c] = ((2 * c + 1) * n_pixels) // (2 * n_cells)
+            hi[c] = lo[c] + 1
+    return lo, hi
+
+
+@njit(cache=True)
+def first_cells(lo, hi, n_pixels):
+    """``first[p]``: the first cell whose span ends after pixel ``p`` (``len(lo)`` if none)."""
+    first = np.empty(n_pixels, np.int64)
+    c = 0
+    n = lo.shape[0]
+    for p in range(n_pixels):
+        while c < n and hi[c] <= p:
+            c += 1
+        first[p] = c
+    return first
+
+
+@njit(cache=True)
+def span_areas(rlo, rhi, clo, chi):
+    """Pixels per cell: the product of the row and column span lengths."""
+    h = rlo.shape[0]
+    w = clo.shape[0]
+    out = np.empty((h, w), np.int64)
+    for r in range(h):
+        for c in range(w):
+            out[r, c] = (rhi[r] - rlo[r]) * (chi[c] - clo[c])
+    return out
+
+
 # --------------------------------------------------------------------------- dense masks
 
 
 @njit(cache=True)
-def binary_counts(mask, ry, cx, h, w, ignore, has_ignore):
+def span_counts(mask, rlo, rhi, clo, chi, ignore, has_ignore):
     """Per-cell foreground and voting pixel counts of a 0/1 mask (any integer dtype).
 
-    Pixels equal to ``ignore`` (when ``has_ignore``) do not vote.
+    Cell ``(r, c)`` votes over ``mask[rlo[r]:rhi[r], clo[c]:chi[c]]`` (see :func:`cell_spans`);
+    pixels equal to ``ignore`` (when ``has_ignore``) do not vote.
     """
+    h = rlo.shape[0]
+    w = clo.shape[0]
     fg = np.zeros((h, w), np.int64)
     valid = np.zeros((h, w), np.int64)
-    H, W = mask.shape
-    for y in range(H):
-        r = ry[y]
-        for x in range(W):
-            v = mask[y, x]
-            if has_ignore and v == ignore:
-                continue
-            c = cx[x]
-            valid[r, c] += 1
-            if v != 0:
-                fg[r, c] += 1
+    for r in range(h):
+        for y in range(rlo[r], rhi[r]):
+            for c in range(w):
+                nf = 0
+                nv = 0
+                for x in range(clo[c], chi[c]):
+                    v = mask[y, x]
+                    if has_ignore and v == ignore:
+                        continue
+                    nv += 1
+                    if v != 0:
+                        nf += 1
+                fg[r, c] += nf
+                valid[r, c] += nv
     return fg, valid
 
 
@@ -152,25 +206,27 @@ def sample_grid(mask, py, px, ignore, has_ignore, empty_label):
 
 
 @njit(cache=True)
-def label_policy(compact, values, ry, cx, h, w, n_labels, any_mode, bg_compact, empty_label):
+def label_policy(compact, values, rlo, rhi, clo, chi, n_labels, any_mode, bg_compact, empty_label):
     """Majority (or ``any``) vote of a label map given as compact ids ``0..n_labels-1``.
 
     ``compact`` holds ``-1`` for ignored pixels; ``values[k]`` is the label of compact id ``k``
     (ascending, so the lowest compact id is the lowest label). Ties go to the lower label. With
     ``any_mode`` the vote is restricted to non-background labels whenever the cell has one
-    (``bg_compact`` is the compact id of label 0, or -1 when 0 is absent).
+    (``bg_compact`` is the compact id of label 0, or -1 when 0 is absent). Cells vote over
+    the spans of :func:`cell_spans`.
     """
-    H, W = compact.shape
+    h = rlo.shape[0]
+    w = clo.shape[0]
     out = np.empty((h, w), np.int32)
     counts = np.zeros((w, n_labels), np.int64)
-    rb = cell_bounds(ry, h)
     for r in range(h):
         counts[:, :] = 0
-        for y in range(rb[r], rb[r + 1]):
-            for x in range(W):
-                k = compact[y, x]
-                if k >= 0:
-                    counts[cx[x], k] += 1
+        for y in range(rlo[r], rhi[r]):
+            for c in range(w):
+                for x in range(clo[c], chi[c]):
+                    k = compact[y, x]
+                    if k >= 0:
+                        counts[c, k] += 1
         for c in range(w):
             best = -1
             best_n = 0
@@ -263,53 +319,59 @@ def decode_coco_counts(s):
 
 
 @njit(cache=True)
-def _column_segment(fg, x, y0, y1, ry, rb, cx):
-    """Add the foreground rows ``[y0, y1)`` of pixel column ``x`` to the cell counts."""
-    c = cx[x]
-    r = ry[y0]
-    r_end = ry[y1 - 1]
-    while r <= r_end:
-        fg[r, c] += min(y1, rb[r + 1]) - max(y0, rb[r])
-        r += 1
+def rle_window_counts(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfirst):
+    """Per-cell foreground counts of the window ``[y0, y1) x [x0, x1)`` straight from runs.
 
-
-@njit(cache=True)
-def rle_counts(counts, H, ry, rb, cx, h, w):
-    """Per-cell foreground pixel counts straight from column-major runs (no dense mask).
-
-    ``rb`` are the row-cell starts (see :func:`cell_starts`). Whole columns inside
-    a run are only counted per grid column and spread over the grid rows at the end.
+    ``counts`` are column-major runs over an image of height ``H`` (no dense mask is
+    built). The window's cells vote over the spans ``rlo/rhi`` (rows) and ``clo/chi``
+    (columns) in window coordinates; ``rfirst``/``cfirst`` come from :func:`first_cells`.
+    Whole foreground columns of the window are counted per grid column and spread over
+    the grid rows at the end.
     """
+    h = rlo.shape[0]
+    w = clo.shape[0]
     fg = np.zeros((h, w), np.int64)
-    full = np.zeros(w, np.int64)  # whole foreground columns per grid column
+    full = np.zeros(w, np.int64)
+    wh = y1 - y0
+    end = x1 * H  # the window's last pixel, column-major, plus one
     x = 0  # column of the current position, tracked without division
     col = 0  # linear index of the first pixel of column x
     pos = 0
     for i in range(counts.shape[0]):
         n = counts[i]
-        if i % 2 == 1 and n > 0:
-            e = pos + n
-            while pos >= col + H:
-                x += 1
-                col += H
-            y0 = pos - col
-            if y0 > 0:  # partial first column
-                y1 = min(H, e - col)
-                _column_segment(fg, x, y0, y1, ry, rb, cx)
-                if y1 < H:
-                    pos = e
+        e = pos + n
+        if i % 2 == 1 and n > 0 and e > x0 * H:
+            while pos < e:
+                while pos >= col + H:
+                    x += 1
+                    col += H
+                if x >= x1:
+                    break
+                ya = pos - col
+                yb = min(H, e - col)
+                pos = col + yb
+                if x < x0:
                     continue
-                x += 1
-                col += H
-            while col + H <= e:  # whole columns
-                full[cx[x]] += 1
-                x += 1
-                col += H
-            if e > col:  # partial last column
-                _column_segment(fg, x, 0, e - col, ry, rb, cx)
-        pos += n
+                la = max(ya, y0) - y0
+                lb = min(yb, y1) - y0
+                if la >= lb:
+                    continue
+                lx = x - x0
+                c = cfirst[lx]
+                while c < w and clo[c] <= lx:
+                    if la == 0 and lb == wh:
+                        full[c] += 1
+                    else:
+                        r = rfirst[la]
+                        while r < h and rlo[r] < lb:
+                            fg[r, c] += max(0, min(lb, rhi[r]) - max(la, rlo[r]))
+                            r += 1
+                    c += 1
+        pos = e
+        if pos >= end:
+            break
     for r in range(h):
-        rows = rb[r + 1] - rb[r]
+        rows = rhi[r] - rlo[r]
         for c in range(w):
             fg[r, c] += full[c] * rows
     return fg
@@ -338,18 +400,11 @@ def _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out):
     if policy == 0:
         out[:, :] = rle_sample(counts, H, py, px)
         return
-    rb = cell_starts(H, h)
-    cb = cell_starts(W, w)
-    ry = cell_index(H, h)
-    cx = cell_index(W, w)
-    fg = rle_counts(counts, H, ry, rb, cx, h, w)
-    for r in range(h):
-        for c in range(w):
-            area = (rb[r + 1] - rb[r]) * (cb[c + 1] - cb[c])
-            if policy == 1:
-                out[r, c] = 1 if fg[r, c] / area >= threshold else 0
-            else:
-                out[r, c] = 1 if fg[r, c] > 0 else 0
+    rlo, rhi = cell_spans(H, h)
+    clo, chi = cell_spans(W, w)
+    fg = rle_window_counts(counts, H, 0, H, 0, W, rlo, rhi, first_cells(rlo, rhi, H),
+                           clo, chi, first_cells(clo, chi, W))
+    out[:, :] = binary_policy(fg, span_areas(rlo, rhi, clo, chi), policy, threshold, 0)
 
 
 @njit(cache=True)
@@ -419,6 +474,198 @@ def decode_coco_counts_batch(buf, offsets):
     for n in range(N):
         out[cum[n] : cum[n + 1]] = parts[offsets[n] : offsets[n] + lens[n + 1]]
     return out, cum, status
+
+
+# --------------------------------------------------------------------------- boxes and bricks
+
+
+@njit(cache=True)
+def mask_bbox(mask):
+    """Tight box ``(y0, y1, x0, x1)`` (ends exclusive) of the non-zero pixels; ``y0 = -1`` if none."""
+    H, W = mask.shape
+    y0 = -1
+    y1 = 0
+    x0 = W
+    x1 = 0
+    for y in range(H):
+        first = -1
+        last = -1
+        for x in range(W):
+            if mask[y, x] != 0:
+                if first < 0:
+                    first = x
+                last = x
+        if first >= 0:
+            if y0 < 0:
+                y0 = y
+            y1 = y + 1
+            x0 = min(x0, first)
+            x1 = max(x1, last + 1)
+    return y0, y1, x0, x1
+
+
+@njit(cache=True)
+def rle_bbox(counts, H):
+    """Tight box ``(y0, y1, x0, x1)`` of the foreground of column-major runs; ``y0 = -1`` if none."""
+    y0 = H
+    y1 = 0
+    x0 = -1
+    x1 = 0
+    pos = 0
+    for i in range(counts.shape[0]):
+        n = counts[i]
+        if i % 2 == 1 and n > 0:
+            xa = pos // H
+            xb = (pos + n - 1) // H
+            if x0 < 0:
+                x0 = xa
+            x1 = xb + 1
+            if xb > xa:  # the run wraps a column: it covers the first and last rows
+                y0 = 0
+                y1 = H
+            else:
+                y0 = min(y0, pos - xa * H)
+                y1 = max(y1, pos + n - xa * H)
+        pos += n
+    if x0 < 0:
+        return -1, 0, 0, 0
+    return y0, y1, x0, x1
+
+
+@njit(cache=True)
+def crop_grid(mask, y0, y1, x0, x1, S, policy, threshold, py, px):
+    """Bricks grid (S x S, 0/1) of the crop ``mask[y0:y1, x0:x1]`` under a cell policy.
+
+    ``policy``: 0 nearest (``py``/``px`` are crop-local sample indices), 1 majority, 2 any;
+    cells vote over :func:`cell_spans` of the crop, so a crop smaller than S is sampled
+    at the cell centres.
+    """
+    crop = mask[y0:y1, x0:x1]
+    if policy == 0:
+        return sample_grid(crop, py, px, 0, False, 0)
+    rlo, rhi = cell_spans(y1 - y0, S)
+    clo, chi = cell_spans(x1 - x0, S)
+    fg, valid = span_counts(crop, rlo, rhi, clo, chi, 0, False)
+    return binary_policy(fg, valid, policy, threshold, 0)
+
+
+@njit(cache=True)
+def rle_crop_grid(counts, H, y0, y1, x0, x1, S, policy, threshold, py, px):
+    """:func:`crop_grid` of a mask given as column-major runs, without a dense mask."""
+    if policy == 0:
+        return rle_sample(counts, H, py + y0, px + x0)
+    rlo, rhi = cell_spans(y1 - y0, S)
+    clo, chi = cell_spans(x1 - x0, S)
+    fg = rle_window_counts(counts, H, y0, y1, x0, x1, rlo, rhi, first_cells(rlo, rhi, y1 - y0),
+                           clo, chi, first_cells(clo, chi, x1 - x0))
+    return binary_policy(fg, span_areas(rlo, rhi, clo, chi), policy, threshold, 0)
+
+
+@njit(cache=True)
+def _emit_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off, out, write):
+    S0, S1 = grid.shape
+    flat = grid.reshape(S0 * S1)
+    n = flat.shape[0]
+    row = S1 if row_wise else n
+    p = 0
+    bricks = 0
+    i = 0
+    while i < n:
+        stop = min(n, (i // row + 1) * row)
+        kind = 1 if flat[i] != 0 else 0
+        j = i + 1
+        while j < stop and (flat[j] != 0) == (kind == 1):
+            j += 1
+        left = j - i
+        while left > 0:
+            k = min(left, max_run)
+            left -= k
+            a = pre_off[kind]
+            b = pre_off[kind + 1]
+            if write:
+                out[p : p + b - a] = pre[a:b]
+            p += b - a
+            d = _n_digits(k)
+            if write:
+                q = p + d - 1
+                v = k
+                while q >= p:
+                    out[q] = _D0 + v % 10
+                    v //= 10
+                    q -= 1
+            p += d
+            a = post_off[kind]
+            b = post_off[kind + 1]
+            if write:
+                out[p : p + b - a] = post[a:b]
+            p += b - a
+            bricks += 1
+        i = j
+    return p, bricks
+
+
+@njit(cache=True)
+def encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off):
+    """Brick tokens of an S x S 0/1 grid: runs in raster order (restarting at each row when
+    ``row_wise``), split at ``max_run``; a token is ``pre[kind] + k + post[kind]`` with kind 0
+    background, 1 foreground. Returns ``(bytes, n_bricks)``."""
+    size, n = _emit_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off,
+                           np.empty(0, np.uint8), False)
+    out = np.empty(size, np.uint8)
+    _emit_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off, out, True)
+    return out, n
+
+
+@njit(cache=True)
+def _starts_with(body, p, buf, a, b):
+    if p + (b - a) > body.shape[0]:
+        return False
+    for k in range(b - a):
+        if body[p + k] != buf[a + k]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def parse_bricks(body, pre, pre_off, post, post_off, S, max_run, row_wise):
+    """Fast path: bricks exactly as :func:`encode_bricks` writes them, summing to S*S.
+
+    Returns ``(ok, grid)``; any deviation gives ``ok`` False and the caller runs the
+    repairing parser.
+    """
+    n = body.shape[0]
+    grid = np.zeros((S, S), np.uint8)
+    flat = grid.reshape(S * S)
+    total = S * S
+    filled = 0
+    p = 0
+    while p < n:
+        kind = -1
+        for kd in range(2):
+            if _starts_with(body, p, pre, pre_off[kd], pre_off[kd + 1]):
+                kind = kd
+                break
+        if kind < 0:
+            return False, grid
+        p += pre_off[kind + 1] - pre_off[kind]
+        d0 = p
+        k = 0
+        while p < n and body[p] >= _D0 and body[p] <= _D9 and p - d0 < 9:
+            k = k * 10 + (body[p] - _D0)
+            p += 1
+        if p == d0 or body[d0] == _D0 or k > max_run:
+            return False, grid
+        if not _starts_with(body, p, post, post_off[kind], post_off[kind + 1]):
+            return False, grid
+        p += post_off[kind + 1] - post_off[kind]
+        if filled + k > total:
+            return False, grid
+        if row_wise and filled // S != (filled + k - 1) // S:
+            return False, grid
+        for q in range(filled, filled + k):
+            flat[q] = kind
+        filled += k
+    return filled == total, grid
 
 
 # --------------------------------------------------------------------------- text encoding

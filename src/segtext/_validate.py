@@ -65,3 +65,35 @@ def as_array(mask: Any, name: str = "mask") -> np.ndarray:
                 f"{name} must be a numpy array (or a torch tensor), got {type(mask).__name__}"
             )
     return mask
+
+
+def label_map_arg(mask: Any, ignore_index: int | None) -> tuple[np.ndarray, bool]:
+    """Validate a mask; return it as an integer array and whether it is binary."""
+    m = as_array(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be a 2-D (H, W) array, got shape {m.shape}")
+    if m.shape[0] == 0 or m.shape[1] == 0:
+        raise ValueError(f"mask is empty (shape {m.shape}); expected H >= 1 and W >= 1")
+    if m.dtype == np.bool_:
+        return m.view(np.uint8), True
+    if m.dtype.kind == "f":
+        if not np.isfinite(m).all():
+            raise ValueError("mask holds NaN or infinite values; expected finite label values")
+        if not (m == np.round(m)).all():
+            raise ValueError(
+                "float mask holds non-integer values; expected 0/1 or integer label ids "
+                "(threshold probabilities first, e.g. mask > 0.5)"
+            )
+        m = m.astype(np.int64)
+    elif m.dtype.kind not in "iu":
+        raise TypeError(f"mask must hold bool, integer or float values, got dtype {m.dtype}")
+    valid = m if ignore_index is None else m[m != ignore_index]
+    if valid.size and m.dtype.kind == "i" and valid.min() < 0:
+        raise ValueError(
+            f"mask holds negative label {int(valid.min())}; labels must be >= 0 "
+            "(pass ignore_index to mark a negative value as ignore)"
+        )
+    if valid.size and valid.max() > np.iinfo(np.int32).max:
+        raise ValueError(f"mask holds label {int(valid.max())}, larger than int32 allows")
+    binary = valid.size == 0 or valid.max() <= 1
+    return m, binary

@@ -45,6 +45,7 @@ from segtext._validate import (
     check_fits,
     grid_size_arg,
     image_size_arg,
+    label_map_arg,
     policy_code,
 )
 from segtext.coco import check_status, rle_source, rles_runs
@@ -60,38 +61,6 @@ __all__ = [
 ]
 
 _UPSAMPLE_METHODS = ("exact", "t4s")
-
-
-def _as_label_map(mask: Any, ignore_index: int | None) -> tuple[np.ndarray, bool]:
-    """Validate a mask; return it as an integer array and whether it is binary."""
-    m = as_array(mask)
-    if m.ndim != 2:
-        raise ValueError(f"mask must be a 2-D (H, W) array, got shape {m.shape}")
-    if m.shape[0] == 0 or m.shape[1] == 0:
-        raise ValueError(f"mask is empty (shape {m.shape}); expected H >= 1 and W >= 1")
-    if m.dtype == np.bool_:
-        return m.view(np.uint8), True
-    if m.dtype.kind == "f":
-        if not np.isfinite(m).all():
-            raise ValueError("mask holds NaN or infinite values; expected finite label values")
-        if not (m == np.round(m)).all():
-            raise ValueError(
-                "float mask holds non-integer values; expected 0/1 or integer label ids "
-                "(threshold probabilities first, e.g. mask > 0.5)"
-            )
-        m = m.astype(np.int64)
-    elif m.dtype.kind not in "iu":
-        raise TypeError(f"mask must hold bool, integer or float values, got dtype {m.dtype}")
-    valid = m if ignore_index is None else m[m != ignore_index]
-    if valid.size and m.dtype.kind == "i" and valid.min() < 0:
-        raise ValueError(
-            f"mask holds negative label {int(valid.min())}; labels must be >= 0 "
-            "(pass ignore_index to mark a negative value as ignore)"
-        )
-    if valid.size and valid.max() > np.iinfo(np.int32).max:
-        raise ValueError(f"mask holds label {int(valid.max())}, larger than int32 allows")
-    binary = valid.size == 0 or valid.max() <= 1
-    return m, binary
 
 
 # --------------------------------------------------------------------------- geometry
@@ -195,7 +164,7 @@ def mask_to_grid(
         raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
     if isinstance(empty_label, bool) or not isinstance(empty_label, (int, np.integer)):
         raise TypeError(f"empty_label must be an int, got {empty_label!r}")
-    m, binary = _as_label_map(mask, ignore_index)
+    m, binary = label_map_arg(mask, ignore_index)
     H, W = m.shape
     check_fits((H, W), (h, w))
     has_ignore = ignore_index is not None
@@ -206,10 +175,10 @@ def mask_to_grid(
         py = _pillow_index(H, h)
         px = _pillow_index(W, w)
         return K.sample_grid(m, py, px, ign, has_ignore, int(empty_label))
-    ry = K.cell_index(H, h)
-    cx = K.cell_index(W, w)
+    rlo, rhi = K.cell_spans(H, h)
+    clo, chi = K.cell_spans(W, w)
     if binary:
-        fg, valid = K.binary_counts(m, ry, cx, h, w, ign, has_ignore)
+        fg, valid = K.span_counts(m, rlo, rhi, clo, chi, ign, has_ignore)
         return K.binary_policy(fg, valid, code, float(threshold), int(empty_label))
     if has_ignore:
         keep = m != ign
@@ -221,7 +190,7 @@ def mask_to_grid(
         compact = inverse.reshape(m.shape).astype(np.int32)
     bg = np.searchsorted(values, 0)
     bg_compact = int(bg) if bg < len(values) and values[bg] == 0 else -1
-    return K.label_policy(compact, values.astype(np.int32), ry, cx, h, w, len(values),
+    return K.label_policy(compact, values.astype(np.int32), rlo, rhi, clo, chi, len(values),
                           code == 2, bg_compact, int(empty_label))
 
 

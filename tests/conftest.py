@@ -1,0 +1,30 @@
+import os
+import sys
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# make tests/naive.py and tests/strategies.py importable as plain modules
+sys.path.insert(0, os.path.dirname(__file__))
+
+_common = dict(
+    deadline=None,  # the first call of a numba kernel compiles it
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile("default", max_examples=100, **_common)
+settings.register_profile("quick", max_examples=20, **_common)
+settings.register_profile("thorough", max_examples=2000, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_configure(config):
+    # pycocotools 2.0.x vs numpy 2: a DeprecationWarning on every decode, not ours to fix
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:pycocotools.*")
+
+
+@pytest.fixture(scope="session")
+def sample_annotations():
+    import segtext as st
+
+    return st.coco.sample_annotations()

@@ -1,0 +1,349 @@
+"""Plain, obviously-correct reference implementations used as oracles by the tests.
+
+Nothing here is fast and nothing here imports segtext: every function is written from the format
+contract (../shared/docs/FORMATS.md sections 1-3) and the API spec, with loops where loops are the
+clearest statement of the rule.  Pillow and pycocotools are used as the external oracles they are.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pycocotools.mask as mask_utils
+from PIL import Image
+
+# --------------------------------------------------------------------------------------------------
+# cell geometry
+# --------------------------------------------------------------------------------------------------
+
+
+def cell_of(i: int, n_pixels: int, n_cells: int) -> int:
+    """Cell containing pixel i (the cell that contains the pixel's centre)."""
+    return (2 * i + 1) * n_cells // (2 * n_pixels)
+
+
+def cell_index(n_pixels: int, n_cells: int) -> np.ndarray:
+    return np.array([cell_of(i, n_pixels, n_cells) for i in range(n_pixels)], dtype=np.int64)
+
+
+def t4s_index(n_pixels: int, n_cells: int) -> np.ndarray:
+    """PyTorch legacy 'nearest' upsampling: output row y reads source row floor(y * h / H)."""
+    return np.array([i * n_cells // n_pixels for i in range(n_pixels)], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pillow NEAREST as the oracle
+# --------------------------------------------------------------------------------------------------
+
+
+def pillow_nearest_index(n_pixels: int, n_cells: int) -> np.ndarray:
+    """The pixel Pillow's NEAREST resize samples for each cell, read off an index ramp."""
+    ramp = np.arange(n_pixels, dtype=np.int32)[None, :]
+    out = Image.fromarray(ramp).resize((n_cells, 1), Image.NEAREST)
+    return np.asarray(out, dtype=np.int64)[0]
+
+
+def pillow_resize_nearest(arr: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Resize the actual 2-D array with PIL.Image.resize((w, h), NEAREST); returns int64."""
+    a = np.asarray(arr)
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    a = a.astype(np.int64)
+    if a.min() >= 0 and a.max() <= 255:
+        img = Image.fromarray(a.astype(np.uint8))  # mode "L"
+    else:
+        assert a.min() >= -(2**31) and a.max() < 2**31
+        img = Image.fromarray(a.astype(np.int32))  # mode "I"
+    out = img.resize((w, h), Image.NEAREST)
+    return np.asarray(out).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# mask -> grid
+# --------------------------------------------------------------------------------------------------
+
+
+def is_binary(mask: np.ndarray) -> bool:
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        return True
+    return bool(np.all((mask == 0) | (mask == 1)))
+
+
+def _most_frequent(values) -> int:
+    """Label with the most occurrences; ties go to the lower label id."""
+    counts = Counter(int(v) for v in values)
+    best = max(counts.values())
+    return min(label for label, n in counts.items() if n == best)
+
+
+def cell_pixels(mask: np.ndarray, h: int, w: int, r: int, c: int) -> np.ndarray:
+    """All pixel values of cell (r, c), found by testing every row / column against the geometry."""
+    H, W = mask.shape
+    rows = [y for y in range(H) if cell_of(y, H, h) == r]
+    cols = [x for x in range(W) if cell_of(x, W, w) == c]
+    return mask[np.ix_(rows, cols)].ravel()
+
+
+def mask_to_grid(
+    mask,
+    grid_size,
+    policy: str = "majority",
+    threshold: float = 0.5,
+    ignore_index=None,
+    empty_label: int = 0,
+) -> np.ndarray:
+    mask = np.asarray(mask)
+    if isinstance(grid_size, int):
+        grid_size = (grid_size, grid_size)
+    h, w = grid_size
+    binary = is_binary(mask)
+    m = mask.astype(np.int64)
+    out = np.zeros((h, w), dtype=np.int64)
+
+    if policy == "nearest":
+        sampled = pillow_resize_nearest(m, h, w)
+        if ignore_index is not None:
+            sampled = np.where(sampled == ignore_index, empty_label, sampled)
+        return sampled
+
+    for r in range(h):
+        for c in range(w):
+            px = cell_pixels(m, h, w, r, c)
+            if binary:
+                fg = int(np.count_nonzero(px))
+                total = int(px.size)
+                if policy == "majority":
+                    out[r, c] = 1 if fg / total >= threshold else 0  # the fraction, as Python computes it
+                elif policy == "any":
+                    out[r, c] = 1 if fg > 0 else 0
+                else:
+                    raise ValueError(policy)
+                continue
+            if ignore_index is not None:
+                px = px[px != ignore_index]
+            if px.size == 0:
+                out[r, c] = empty_label
+                continue
+            if policy == "majority":
+                out[r, c] = _most_frequent(px)
+            elif policy == "any":
+                nz = px[px != 0]
+                out[r, c] = _most_frequent(nz) if nz.size else 0
+            else:
+                raise ValueError(policy)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# grid -> mask
+# --------------------------------------------------------------------------------------------------
+
+
+def grid_to_mask(grid, image_size, method: str = "exact") -> np.ndarray:
+    grid = np.asarray(grid)
+    h, w = grid.shape
+    H, W = image_size
+    out = np.empty((H, W), dtype=grid.dtype)
+    for y in range(H):
+        for x in range(W):
+            if method == "exact":
+                out[y, x] = grid[cell_of(y, H, h), cell_of(x, W, w)]
+            elif method == "t4s":
+                out[y, x] = grid[y * h // H, x * w // W]
+            else:
+                raise ValueError(method)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# text encoders (FORMATS.md section 2)
+# --------------------------------------------------------------------------------------------------
+
+
+def label_rows(grid, labels) -> list[list[str]]:
+    return [[labels[int(v)] for v in row] for row in np.asarray(grid)]
+
+
+def t4s_encode_mask(mask_list: list[list[str]]) -> str:
+    """Text4Seg's R-RLE encoder, re-implemented from the spec: runs compare label strings,
+    a run is 'LABEL *N', runs joined by '| ', rows joined by '\\n ', one final '\\n'."""
+    rows = []
+    for row in mask_list:
+        encoded_row = []
+        count = 1
+        for j in range(1, len(row)):
+            if row[j] == row[j - 1]:
+                count += 1
+            else:
+                encoded_row.append(f"{row[j - 1]} *{count}")
+                count = 1
+        encoded_row.append(f"{row[-1]} *{count}")
+        rows.append("| ".join(encoded_row))
+    return "\n ".join(rows) + "\n"
+
+
+def encode_rrle(grid, labels) -> str:
+    return t4s_encode_mask(label_rows(grid, labels))
+
+
+def encode_isd(grid, labels) -> str:
+    return "\n ".join("| ".join(row) for row in label_rows(grid, labels)) + "\n"
+
+
+def encode_irle(grid, labels) -> str:
+    flat = [lab for row in label_rows(grid, labels) for lab in row]
+    runs = []
+    count = 1
+    for j in range(1, len(flat)):
+        if flat[j] == flat[j - 1]:
+            count += 1
+        else:
+            runs.append(f"{flat[j - 1]} *{count}")
+            count = 1
+    runs.append(f"{flat[-1]} *{count}")
+    return "| ".join(runs) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# decoders
+# --------------------------------------------------------------------------------------------------
+
+
+def decode_wellformed(text: str, labels, grid_size) -> np.ndarray:
+    """Decode a well-formed R-RLE / I-SD / I-RLE text (no repairs, asserts on anything odd)."""
+    h, w = grid_size
+    ids = {}
+    for i, lab in enumerate(labels):
+        ids.setdefault(lab, i)
+    if "<seg>" in text:
+        text = text.split("<seg>", 1)[1].split("</seg>", 1)[0]
+    assert text.endswith("\n")
+    body = text[:-1]
+    rows = body.split("\n ")
+    cells: list[str] = []
+    for row in rows:
+        for token in row.split("| "):
+            if " *" in token:
+                label, count = token.rsplit(" *", 1)
+                cells.extend([label] * int(count))
+            else:
+                cells.append(token)
+    assert len(cells) == h * w, (len(cells), h, w)
+    return np.array([ids[c] for c in cells], dtype=np.int64).reshape(h, w)
+
+
+def t4s_decode(text: str, labels, grid_size):
+    """Text4Seg's own decoder, step for step (its eval script, decode_mask and translate_sequence):
+
+    the model output is stripped; the text between <seg> and </seg> is taken
+    (``split("<seg>")[1].split("</seg>")[0]``; segtext reads a text without <seg> whole);
+    ``strip("\\n")``, rows split on '\\n ', runs on '| ', each run ``label, count = run.split(" *")``
+    and expanded ``[label] * int(count)``; the labels are joined by '|', split on '|' again and
+    stripped, then mapped to ids (unknown -> 0); padded with the last value; truncated to h*w;
+    reshaped.  Any exception -> all background.
+
+    Returns (grid, parse_error, n_items).
+    """
+    h, w = grid_size
+    ids = {}
+    for i, lab in enumerate(labels):
+        ids.setdefault(lab, i)
+    try:
+        text = text.strip()
+        if "<seg>" in text:
+            text = text.split("<seg>")[1].split("</seg>")[0]
+        # decode_mask
+        rows = text.strip("\n").split("\n ")
+        decoded = []
+        for row in rows:
+            for token in row.split("| "):
+                label, count = token.split(" *")
+                decoded.extend([label] * int(count))
+        joined = "|".join(decoded)
+        # translate_sequence
+        sequence = [item.strip() for item in joined.split("|")]
+        pred = [ids.get(item, 0) for item in sequence]
+        n_items = len(decoded)
+        if len(pred) < h * w:
+            pred = pred + [pred[-1]] * (h * w - len(pred))
+        elif len(pred) > h * w:
+            pred = pred[: h * w]
+        return np.array(pred, dtype=np.int64).reshape(h, w), False, n_items
+    except Exception:
+        return np.zeros((h, w), dtype=np.int64), True, 0
+
+
+# --------------------------------------------------------------------------------------------------
+# COCO RLE
+# --------------------------------------------------------------------------------------------------
+
+
+def uncompressed_counts(mask: np.ndarray) -> list[int]:
+    """COCO uncompressed RLE counts: runs over the column-major (Fortran) flattening, starting
+    with a (possibly empty) run of zeros."""
+    flat = np.asarray(mask).astype(bool).ravel(order="F")
+    counts = []
+    current = False
+    n = 0
+    for v in flat:
+        if bool(v) == current:
+            n += 1
+        else:
+            counts.append(n)
+            current = not current
+            n = 1
+    counts.append(n)
+    return counts
+
+
+def compressed_rle(mask: np.ndarray) -> dict:
+    """{'size': [H, W], 'counts': bytes} from pycocotools itself."""
+    return mask_utils.encode(np.asfortranarray(np.asarray(mask).astype(np.uint8)))
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """Dense (H, W) uint8 mask of any COCO RLE dict, via pycocotools."""
+    H, W = rle["size"]
+    if isinstance(rle["counts"], list):
+        rle = mask_utils.frPyObjects({"size": [H, W], "counts": list(rle["counts"])}, H, W)
+    return mask_utils.decode(rle)
+
+
+def counts_to_mask(counts, size) -> np.ndarray:
+    """Expand run lengths (starting with zeros, column-major) into a dense mask."""
+    H, W = size
+    flat = np.zeros(H * W, dtype=np.uint8)
+    pos = 0
+    value = 0
+    for n in counts:
+        flat[pos : pos + int(n)] = value
+        pos += int(n)
+        value = 1 - value
+    assert pos == H * W
+    return flat.reshape((H, W), order="F")
+
+
+def decode_counts_string(s) -> list[int]:
+    """COCO's compressed counts string -> run lengths (maskApi.c rleFrString, as a plain loop)."""
+    if isinstance(s, str):
+        s = s.encode("ascii")
+    counts: list[int] = []
+    p = 0
+    while p < len(s):
+        x = 0
+        k = 0
+        more = True
+        while more:
+            c = s[p] - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts

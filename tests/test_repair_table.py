@@ -1,0 +1,290 @@
+"""Table of malformed model outputs: what repair mode returns (grid + repair kinds), and where strict
+mode points (DecodeError .line / .column, 1-based)."""
+
+import numpy as np
+import pytest
+
+import naive
+import segtext as st
+from strategies import KNOWN_KINDS
+
+G = (2, 4)
+DOG = [[0, 0, 1, 1], [0, 0, 0, 0]]
+ZEROS_2x4 = [[0] * 4] * 2
+ANY = [(None, None, None)]  # strict: only check that it raises with a position
+
+
+def P(text, grid_size, labels, expected, kinds, where, id):
+    """where: list of acceptable (line, first_column, last_column) for the strict-mode error."""
+    return pytest.param(text, grid_size, labels, expected, kinds, where, id=id)
+
+
+CASES = [
+    P(
+        "others *2| dog *2\n others *4\n</seg>",
+        G,
+        None,
+        DOG,
+        {"missing_seg_open"},
+        ANY,
+        id="missing_seg_open",
+    ),
+    P(
+        "Sure:\n<seg>others *2| dog *2\n others *4\n",
+        G,
+        None,
+        DOG,
+        {"missing_seg_close"},
+        ANY,
+        id="missing_seg_close",
+    ),
+    P(
+        "others *2| dog *2\nothers *4\n",
+        G,
+        None,
+        DOG,
+        {"row_separator"},
+        [(2, 1, 1), (1, 18, 18)],
+        id="row_separator",
+    ),
+    P("others *2| dog\n others *4\n", G, None, DOG, {"missing_count"}, [(1, 12, 15)], id="missing_count"),
+    P(
+        "others *2| dog *2| others *x\n others *4\n",
+        G,
+        None,
+        DOG,
+        {"bad_count"},
+        [(1, 20, 28)],
+        id="bad_count",
+    ),
+    P(
+        "others *2| dog *0| dog *2\n others *4\n",
+        G,
+        None,
+        DOG,
+        {"zero_count"},
+        [(1, 12, 17)],
+        id="zero_count",
+    ),
+    P("others *2| dog *1\n others *4\n", G, None, DOG, {"row_too_short"}, [(1, 1, 18)], id="row_too_short"),
+    P(
+        "others *1\n others *4\n",
+        G,
+        None,
+        ZEROS_2x4,
+        {"row_too_short"},
+        [(1, 1, 10)],
+        id="row_too_short_others",
+    ),
+    P("others *2| dog *3\n others *4\n", G, None, DOG, {"row_too_long"}, [(1, 1, 18)], id="row_too_long"),
+    P(
+        "others *2| dog *2| others *5\n others *4\n",
+        G,
+        None,
+        DOG,
+        {"row_too_long"},
+        [(1, 1, 30)],
+        id="row_too_long_2",
+    ),
+    P(
+        "others *4\n others *4\n",
+        (3, 4),
+        None,
+        [[0] * 4] * 3,
+        {"missing_rows"},
+        [(2, 1, 99), (3, 1, 99)],
+        id="missing_rows",
+    ),
+    P(
+        "others *2| dog *2\n others *1| dog *3\n",
+        (3, 4),
+        None,
+        None,
+        {"missing_rows"},
+        [(2, 1, 99), (3, 1, 99)],
+        id="missing_rows_fill",
+    ),
+    P("others *4\n others *4\n dog *4\n", G, None, ZEROS_2x4, {"extra_rows"}, [(3, 1, 99)], id="extra_rows"),
+    P(
+        "others *2| cat *2\n others *4\n",
+        G,
+        ["others", "dog"],
+        ZEROS_2x4,
+        {"unknown_label"},
+        [(1, 12, 17)],
+        id="unknown_label",
+    ),
+    P("others *2|  *2\n others *4\n", G, None, ZEROS_2x4, {"empty_label"}, [(1, 11, 14)], id="empty_label"),
+    P(
+        "others *2| dog *2\n others *4",
+        G,
+        None,
+        DOG,
+        {"missing_final_newline"},
+        [(2, 1, 12)],
+        id="missing_final_newline",
+    ),
+    P("others *2| dog *2\n\n others *4\n", G, None, DOG, {"blank_line"}, [(2, 1, 2)], id="blank_line"),
+    P("", G, None, ZEROS_2x4, {"empty_text"}, [(1, 1, 1)], id="empty_text"),
+    P("Sure: <seg></seg>", G, None, ZEROS_2x4, {"empty_text"}, ANY, id="empty_text_in_seg"),
+    P(
+        "others *3| dog *2| others *2\n",
+        G,
+        None,
+        None,
+        {"total_mismatch"},
+        [(1, 1, 99)],
+        id="total_mismatch_short",
+    ),
+    P(
+        "others *3| dog *2| others *9\n",
+        G,
+        None,
+        None,
+        {"total_mismatch"},
+        [(1, 1, 99)],
+        id="total_mismatch_long",
+    ),
+    P("others *2| dog *2\n others *4\n", G, ["others", "dog"], DOG, set(), None, id="valid_control"),
+]
+
+
+@pytest.mark.parametrize("text, grid_size, labels, expected, kinds, where", CASES)
+def test_repair_table(text, grid_size, labels, expected, kinds, where):
+    res = st.decode_rrle(text, labels=labels, grid_size=grid_size, mode="repair")
+    assert res.grid.shape == grid_size
+    assert res.grid.dtype == np.int32
+    got_kinds = [r.kind for r in res.repairs]
+    assert all(isinstance(r, st.Repair) for r in res.repairs)
+    assert set(got_kinds) <= KNOWN_KINDS, got_kinds
+    assert kinds <= set(got_kinds), f"expected {sorted(kinds)} among {got_kinds}"
+    assert res.ok == (not res.repairs)
+    if not kinds:
+        assert res.repairs == []
+    if expected is not None:
+        np.testing.assert_array_equal(res.grid, np.array(expected), err_msg=f"repairs: {res.repairs}")
+    if labels is not None:
+        assert res.labels == labels
+    # the repair points where strict mode does
+    if kinds and where is not ANY:
+        for kind in kinds:
+            r = next(r for r in res.repairs if r.kind == kind)
+            ok = any(line == r.line and lo <= r.column <= hi for line, lo, hi in where)
+            assert ok, f"{r} not at one of {where}"
+
+
+@pytest.mark.parametrize("text, grid_size, labels, expected, kinds, where", CASES)
+def test_strict_table(text, grid_size, labels, expected, kinds, where):
+    if not kinds:
+        res = st.decode_rrle(text, labels=labels, grid_size=grid_size, mode="strict")
+        np.testing.assert_array_equal(res.grid, np.array(expected))
+        return
+    with pytest.raises(st.DecodeError) as exc:
+        st.decode_rrle(text, labels=labels, grid_size=grid_size, mode="strict")
+    e = exc.value
+    assert isinstance(e, ValueError)
+    assert isinstance(e.line, int) and isinstance(e.column, int)
+    assert e.line >= 1 and e.column >= 1, (e.line, e.column)
+    assert hasattr(e, "expected") and hasattr(e, "found")
+    assert str(e)
+    if where is not ANY:
+        ok = any(line == e.line and lo <= e.column <= hi for line, lo, hi in where)
+        assert ok, f"error at line {e.line} column {e.column}, expected one of {where}: {e}"
+
+
+def test_missing_rows_keeps_the_rows_present():
+    res = st.decode_rrle("others *2| dog *2\n others *1| dog *3\n", grid_size=(3, 4))
+    np.testing.assert_array_equal(res.grid[:2], [[0, 0, 1, 1], [0, 1, 1, 1]])
+    # 'filled from the row above or background'
+    assert res.grid[2].tolist() in ([0, 1, 1, 1], [0, 0, 0, 0])
+
+
+def test_row_padding_uses_last_label_and_truncation_is_per_row():
+    res = st.decode_rrle("dog *1\n others *1| dog *9\n dog *2| others *1\n", grid_size=(3, 4))
+    np.testing.assert_array_equal(res.grid, [[1, 1, 1, 1], [0, 1, 1, 1], [1, 1, 0, 0]])
+    kinds = {r.kind for r in res.repairs}
+    assert {"row_too_short", "row_too_long"} <= kinds
+
+
+def test_t4s_parse_error_gives_background_and_one_repair():
+    res = st.decode_rrle(
+        "others *2| dog two\n others *4\n", labels=["others", "dog"], grid_size=G, mode="t4s"
+    )
+    np.testing.assert_array_equal(res.grid, np.zeros(G))
+    assert [r.kind for r in res.repairs] == ["t4s_parse_error"]
+    assert not res.ok
+
+
+def test_t4s_flattens_pads_with_last_value_and_truncates():
+    labels = ["others", "dog"]
+    # rows are not respected: everything is flattened
+    res = st.decode_rrle("others *3| dog *3\n others *2\n", labels=labels, grid_size=G, mode="t4s")
+    np.testing.assert_array_equal(res.grid, [[0, 0, 0, 1], [1, 1, 0, 0]])
+    # too short: pad with the last value
+    res = st.decode_rrle("others *1| dog *2\n", labels=labels, grid_size=G, mode="t4s")
+    np.testing.assert_array_equal(res.grid, [[0, 1, 1, 1], [1, 1, 1, 1]])
+    # too long: truncate
+    res = st.decode_rrle("dog *5| others *9\n", labels=labels, grid_size=G, mode="t4s")
+    np.testing.assert_array_equal(res.grid, [[1, 1, 1, 1], [1, 0, 0, 0]])
+    # a missing ' *' anywhere is a parse error: all background
+    res = st.decode_rrle("dog *5| others\n", labels=labels, grid_size=G, mode="t4s")
+    np.testing.assert_array_equal(res.grid, np.zeros(G))
+    assert [r.kind for r in res.repairs] == ["t4s_parse_error"]
+
+
+def test_realistic_messy_answer():
+    text = (
+        "Sure, the dog is here: <seg>others *16\n others *5| dog *6| others *5\n"
+        "others *4| dog *8| others *4\n others *3| dog *9\n others *16\n"
+    )
+    res = st.decode_rrle(text, labels=["others", "dog"], grid_size=(6, 16))
+    assert res.grid.shape == (6, 16)
+    kinds = {r.kind for r in res.repairs}
+    assert {"missing_seg_close", "row_separator", "row_too_short", "missing_rows"} <= kinds
+    np.testing.assert_array_equal(res.grid[1], [0] * 5 + [1] * 6 + [0] * 5)
+    np.testing.assert_array_equal(res.grid[2], [0] * 4 + [1] * 8 + [0] * 4)
+    np.testing.assert_array_equal(res.grid[3], [0] * 3 + [1] * 13)
+    np.testing.assert_array_equal(res.grid[4], [0] * 16)
+
+
+# ----------------------------------------------------------------------------- t4s mode, case by case
+
+T4S_LABELS = ["others", "dog"]
+T4S_CASES = [
+    pytest.param("dog *2| others *2\n others *4\n", [[1, 1, 0, 0], [0, 0, 0, 0]], False, id="valid"),
+    pytest.param("others *2| dog *2\n others *4", [[0, 0, 1, 1], [0, 0, 0, 0]], False, id="no-final-newline"),
+    pytest.param("dog *2\n others *2\n\n", [[1, 1, 0, 0], [0, 0, 0, 0]], False, id="trailing-newlines"),
+    # Text4Seg strips '\n' from both ends of the text between the tags before splitting rows
+    pytest.param("\ndog *4\n", [[1, 1, 1, 1], [1, 1, 1, 1]], False, id="leading-newline"),
+    pytest.param(
+        "<seg>\ndog *2| others *2\n</seg>", [[1, 1, 0, 0], [0, 0, 0, 0]], False, id="newline-after-seg"
+    ),
+    pytest.param("\n\ndog *1\n others *3\n", [[1, 0, 0, 0], [0, 0, 0, 0]], False, id="two-leading-newlines"),
+    pytest.param(
+        "Sure <seg>dog *3| others *5\n</seg> done", [[1, 1, 1, 0], [0, 0, 0, 0]], False, id="wrapped"
+    ),
+    pytest.param("dog *2|dog *2\n", [[0] * 4] * 2, True, id="pipe-without-space"),
+    pytest.param("dog *2| others\n", [[0] * 4] * 2, True, id="run-without-count"),
+    pytest.param("dog *2| others *x\n", [[0] * 4] * 2, True, id="non-numeric-count"),
+    pytest.param("garbage", [[0] * 4] * 2, True, id="garbage"),
+    pytest.param("dog *3\nothers *5\n", [[0] * 4] * 2, True, id="newline-without-space"),
+    pytest.param("dog *3\n others *2| dog *1\n", [[1, 1, 1, 0], [0, 1, 1, 1]], False, id="pad-last"),
+    pytest.param("cat *3| dog *9\n", [[0, 0, 0, 1], [1, 1, 1, 1]], False, id="unknown-label-background"),
+    # Text4Seg joins the expanded labels with '|', splits them again and strips each
+    pytest.param("dog|dog *2| others *2\n", [[1, 1, 1, 1], [0, 0, 0, 0]], False, id="label-resplit-on-pipe"),
+    pytest.param("dog *2|  dog *2| others *9\n", [[1, 1, 1, 1], [0, 0, 0, 0]], False, id="label-stripped"),
+    pytest.param("  \n<seg>dog *1\n others *3\n</seg>  ", [[1, 0, 0, 0], [0, 0, 0, 0]], False, id="output-stripped"),
+    pytest.param("<seg>dog *2<seg>others *8</seg>", [[1, 1, 1, 1], [1, 1, 1, 1]], False, id="first-seg-segment"),
+    pytest.param("dog *0| others *0\n", [[0] * 4] * 2, False, id="nothing-expanded"),
+]
+
+
+@pytest.mark.parametrize("text, expected, parse_error", T4S_CASES)
+def test_t4s_cases(text, expected, parse_error):
+    naive_grid, naive_error, n_items = naive.t4s_decode(text, T4S_LABELS, G)
+    np.testing.assert_array_equal(naive_grid, expected)  # the table agrees with the reference
+    assert naive_error == parse_error
+    res = st.decode_rrle(text, labels=T4S_LABELS, grid_size=G, mode="t4s")
+    np.testing.assert_array_equal(res.grid, np.array(expected), err_msg=f"repairs: {res.repairs}")
+    if parse_error or n_items:  # with nothing expanded Text4Seg does not fail; either report is fine
+        assert ("t4s_parse_error" in [r.kind for r in res.repairs]) == parse_error
