@@ -1,8 +1,9 @@
 """segtext: segmentation masks as text a multimodal LLM can write, and back.
 
 The formats are Text4Seg's image-wise semantic descriptors (I-SD) on a label grid, their
-row-wise run-length encoding (R-RLE) and image-wise RLE (I-RLE). All per-pixel and per-cell
-work runs in numba-compiled kernels.
+row-wise run-length encoding (R-RLE) and image-wise RLE (I-RLE) (:mod:`segtext.rrle`), and
+Text4Seg++'s box-wise descriptors with semantic bricks (B-SD, :mod:`segtext.bricks`). All
+per-pixel and per-cell work runs in numba-compiled kernels.
 
 Example:
     >>> import numpy as np, segtext as st
@@ -16,6 +17,17 @@ Example:
 """
 
 from segtext import coco
+from segtext.bricks import (
+    BOX_FORMATS,
+    BsdObject,
+    DecodedObjects,
+    box_from_mask,
+    decode_bsd,
+    dequantize_box,
+    encode_bsd,
+    merge_objects,
+    quantize_box,
+)
 from segtext.grid import (
     POLICIES,
     cell_index,
@@ -41,6 +53,15 @@ from segtext.rrle import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BOX_FORMATS",
+    "BsdObject",
+    "DecodedObjects",
+    "box_from_mask",
+    "decode_bsd",
+    "dequantize_box",
+    "encode_bsd",
+    "merge_objects",
+    "quantize_box",
     "POLICIES",
     "REPAIR_KINDS",
     "FORMATS",

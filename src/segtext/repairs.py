@@ -16,7 +16,8 @@ __all__ = ["REPAIR_KINDS", "DecodeError", "Repair"]
 #: every ``Repair.kind`` a decoder may report, with what it means
 REPAIR_KINDS: dict[str, str] = {
     "missing_seg_open": "'</seg>' without '<seg>': the text before '</seg>' was decoded",
-    "missing_seg_close": "'<seg>' without '</seg>': the text after '<seg>' was decoded",
+    "missing_seg_close": "'<seg>' without '</seg>': the text after '<seg>' was decoded "
+                         "(in B-SD: up to the next block)",
     "row_separator": "a row break that is not exactly a newline followed by one space",
     "missing_count": "a run without ' *N' (or with an empty N): read as one cell",
     "bad_count": "a count that is not a plain positive decimal: its leading digits were used, else 1",
@@ -33,6 +34,22 @@ REPAIR_KINDS: dict[str, str] = {
     "empty_text": "no runs at all: the grid is background",
     "total_mismatch": "a one-line text whose cells do not add up to h*w: padded with its last label or truncated",
     "t4s_parse_error": "Text4Seg's decoder failed on the text: the grid is background",
+    # B-SD (segtext.bricks)
+    "missing_ref": "a box without a label before it: the label is ''",
+    "missing_ref_close": "a label that is not closed: read up to the box",
+    "missing_box": "a label without a box: the object is dropped",
+    "missing_box_close": "a box that is not closed: read up to '<seg>'",
+    "box_malformed": "a box not in the preset's spelling: its first four integers are used "
+                     "(the object is dropped when there are fewer)",
+    "box_out_of_range": "box coordinates outside the image: clipped",
+    "box_swapped": "a box with x2 < x1 or y2 < y1: the coordinates are swapped",
+    "box_empty": "a box that covers no pixel: the object is dropped",
+    "missing_seg": "a box without '<seg>': the object is dropped",
+    "unknown_token": "text inside '<seg>' that is not a brick: skipped",
+    "bad_brick": "a brick of length 0 (skipped), above the cap or with leading zeros (read as "
+                 "written), or running over a row end in row-wise order",
+    "bricks_too_many": "bricks covering more than S*S cells: truncated",
+    "bricks_too_few": "bricks covering fewer than S*S cells: padded with background",
 }
 
 

@@ -1,0 +1,648 @@
+"""Box-wise semantic descriptors (B-SD, Text4Seg++): a box per object, its mask as bricks.
+
+The contract
+------------
+Each object is one block, and blocks are concatenated with nothing between them::
+
+    <ref>LABEL</ref><box>[x1,y1,x2,y2]</box><seg><bg_63><bg_12><fg_3>...</seg>
+
+No objects is the empty text. Text around and between blocks is ignored by the decoder.
+
+Box
+    The tight box of the mask in pixel edges (``x2``, ``y2`` are the last column and row
+    plus one), quantised to the 0..1000 scale of the image width and height with
+    ``x1 = floor(1000*x1/W)``, ``y1 = floor(1000*y1/H)``, ``x2 = ceil(1000*x2/W)``,
+    ``y2 = ceil(1000*y2/H)``, so the box always covers the mask. Decoding maps back with
+    the inverse rule (``floor(q*W/1000)`` for the first corner, ``ceil`` for the second),
+    which again covers the mask. Presets (``box_format``):
+
+    ============  ======================================================================
+    ``norm1000``  ``<ref>L</ref><box>[x1,y1,x2,y2]</box>`` on the 0..1000 scale (default)
+    ``qwen2vl``   ``<|object_ref_start|>L<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>``,
+                  0..1000
+    ``pixel``     ``<ref>L</ref><box>[x1,y1,x2,y2]</box>`` in pixel edges
+    ============  ======================================================================
+
+Bricks
+    The crop of the mask inside the *decoded* box (so encoding and decoding see the same
+    pixels) is resampled to ``S x S`` cells (``resolution``, 64 by default) with the cell
+    policies of :mod:`segtext.grid` (``majority`` by default). Where the crop has at least
+    ``S`` pixels along an axis a cell votes over the pixels whose centres it holds; where it
+    has fewer, each cell takes the pixel that contains its centre, so a small object comes
+    back exactly. The ``S*S`` cells are read in raster order and run-length coded; a run of
+    ``k`` foreground cells is ``<fg_k>``, of background cells ``<bg_k>``, with
+    ``1 <= k <= max_run`` (63); longer runs are split (130 -> 63, 63, 4). With
+    ``row_wise=True`` runs restart at every row.
+
+Decoding
+    Bricks are expanded to ``S x S`` cells, the cells to the box's pixel size (each pixel
+    takes the cell holding its centre) and pasted into an empty canvas. In ``repair`` mode
+    the decoder never raises on any ``str`` and lists every fix it made (see
+    :data:`segtext.REPAIR_KINDS`); in ``strict`` mode the first deviation raises
+    :class:`segtext.DecodeError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from segtext import _kernels as K
+from segtext._validate import as_array, image_size_arg, label_map_arg, policy_code
+from segtext.coco import rle_runs
+from segtext.grid import pillow_nearest_index
+from segtext.repairs import Repair, RepairLog
+
+__all__ = [
+    "BOX_FORMATS",
+    "BsdObject",
+    "DecodedObjects",
+    "box_from_mask",
+    "decode_bsd",
+    "dequantize_box",
+    "encode_bsd",
+    "merge_objects",
+    "quantize_box",
+]
+
+BOX_SCALE = 1000
+
+
+@dataclass(frozen=True)
+class _Spelling:
+    ref_open: str
+    ref_close: str
+    box_open: str
+    box_close: str
+    scale: int | None  # None: pixel coordinates
+    pairs: bool  # "(x1,y1),(x2,y2)" instead of "[x1,y1,x2,y2]"
+    seg_open: str = "<seg>"
+    seg_close: str = "</seg>"
+
+    def box_text(self, box: tuple[int, int, int, int]) -> str:
+        x1, y1, x2, y2 = box
+        inner = f"({x1},{y1}),({x2},{y2})" if self.pairs else f"[{x1},{y1},{x2},{y2}]"
+        return self.box_open + inner + self.box_close
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return (self.ref_open, self.ref_close, self.box_open, self.box_close,
+                self.seg_open, self.seg_close)
+
+
+#: the box presets: how a block spells its label and box
+BOX_FORMATS: dict[str, _Spelling] = {
+    "norm1000": _Spelling("<ref>", "</ref>", "<box>", "</box>", BOX_SCALE, False),
+    "qwen2vl": _Spelling("<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+                         "<|box_end|>", BOX_SCALE, True),
+    "pixel": _Spelling("<ref>", "</ref>", "<box>", "</box>", None, False),
+}
+
+_BOX_EXACT = {
+    False: re.compile(r"\[(\d+),(\d+),(\d+),(\d+)\]"),
+    True: re.compile(r"\((\d+),(\d+)\),\((\d+),(\d+)\)"),
+}
+_INTS = re.compile(r"-?\d+")
+
+
+# --------------------------------------------------------------------------- boxes
+
+
+def _box_arg(box: Any, name: str = "box") -> tuple[int, int, int, int]:
+    try:
+        x1, y1, x2, y2 = (int(v) for v in box)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be four ints (x1, y1, x2, y2), got {box!r}") from None
+    return x1, y1, x2, y2
+
+
+def quantize_box(box: Sequence[int], image_size: tuple[int, int],
+                 scale: int = BOX_SCALE) -> tuple[int, int, int, int]:
+    """Pixel-edge box to the ``0..scale`` grid, first corner floored and second ceiled.
+
+    Args:
+        box: ``(x1, y1, x2, y2)`` in pixel edges (``x2`` = last column + 1), inside the image.
+        image_size: ``(H, W)``.
+        scale: the normalised range (1000 for Text4Seg++ and Qwen2-VL).
+
+    Raises:
+        ValueError: a box outside the image or with ``x2 < x1`` / ``y2 < y1``.
+
+    Example:
+        >>> import segtext as st
+        >>> st.quantize_box((1, 2, 3, 3), image_size=(3, 7))
+        (142, 666, 429, 1000)
+    """
+    H, W = image_size_arg(image_size)
+    x1, y1, x2, y2 = _box_arg(box)
+    if not (0 <= x1 <= x2 <= W and 0 <= y1 <= y2 <= H):
+        raise ValueError(f"box {box!r} is not inside the image {(H, W)} with x1 <= x2, y1 <= y2")
+    return (x1 * scale // W, y1 * scale // H, -(-x2 * scale // W), -(-y2 * scale // H))
+
+
+def dequantize_box(qbox: Sequence[int], image_size: tuple[int, int],
+                   scale: int = BOX_SCALE) -> tuple[int, int, int, int]:
+    """Box on the ``0..scale`` grid back to pixel edges, covering what it covered.
+
+    ``x1 = floor(qx1*W/scale)``, ``x2 = ceil(qx2*W/scale)``, clipped to the image.
+
+    Example:
+        >>> import segtext as st
+        >>> st.dequantize_box((142, 666, 429, 1000), image_size=(3, 7))
+        (0, 1, 4, 3)
+    """
+    H, W = image_size_arg(image_size)
+    qx1, qy1, qx2, qy2 = _box_arg(qbox, "qbox")
+    x1 = min(max(qx1 * W // scale, 0), W)
+    y1 = min(max(qy1 * H // scale, 0), H)
+    x2 = min(max(-(-qx2 * W // scale), 0), W)
+    y2 = min(max(-(-qy2 * H // scale), 0), H)
+    return x1, y1, x2, y2
+
+
+def _mask_source(mask: Any, image_size: tuple[int, int], where: str):
+    """('rle', counts) or ('dense', uint8 array) of a binary mask of the image's size."""
+    H, W = image_size
+    if isinstance(mask, dict):
+        counts, size = rle_runs(mask, where)
+        if size != (H, W):
+            raise ValueError(f"{where}: RLE size {list(size)} does not match image_size {(H, W)}")
+        return "rle", counts
+    m, binary = label_map_arg(mask, None)
+    if m.shape != (H, W):
+        raise ValueError(f"{where}: mask shape {m.shape} does not match image_size {(H, W)}")
+    if not binary:
+        raise ValueError(f"{where}: B-SD masks must be binary (bool or 0/1), got labels up to {int(m.max())}")
+    return "dense", m
+
+
+def _tight_box(kind: str, data: np.ndarray, H: int) -> tuple[int, int, int, int] | None:
+    y0, y1, x0, x1 = K.rle_bbox(data, H) if kind == "rle" else K.mask_bbox(data)
+    if y0 < 0:
+        return None
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def box_from_mask(mask: Any) -> tuple[int, int, int, int]:
+    """Tight box ``(x1, y1, x2, y2)`` of a binary mask in pixel edges (``x2`` = last column + 1).
+
+    Args:
+        mask: ``(H, W)`` binary array, or a COCO RLE dict (read from its runs).
+
+    Raises:
+        ValueError: an empty mask (it has no box), or a mask that is not binary.
+
+    Example:
+        >>> import numpy as np, segtext as st
+        >>> m = np.zeros((4, 5), bool); m[1:3, 2] = True
+        >>> st.box_from_mask(m)
+        (2, 1, 3, 3)
+    """
+    if isinstance(mask, dict):
+        counts, (H, W) = rle_runs(mask, "mask")
+        kind, data = "rle", counts
+    else:
+        m = as_array(mask)
+        if m.ndim != 2:
+            raise ValueError(f"mask must be a 2-D (H, W) array, got shape {m.shape}")
+        H, W = m.shape
+        kind, data = _mask_source(m, (H, W), "mask")
+    box = _tight_box(kind, data, H)
+    if box is None:
+        raise ValueError("the mask is empty: it has no box")
+    return box
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def _split_token(token: str, name: str) -> tuple[str, str]:
+    if not isinstance(token, str) or token.count("{k}") != 1:
+        raise ValueError(f"{name} must be a str with one '{{k}}' for the run length, got {token!r}")
+    pre, post = token.split("{k}")
+    if not pre or pre[-1].isdigit() or (post and post[0].isdigit()):
+        raise ValueError(f"{name} {token!r} needs a non-empty prefix and no digits next to '{{k}}'")
+    return pre, post
+
+
+@lru_cache(maxsize=32)
+def _token_table(fg_token: str, bg_token: str):
+    fpre, fpost = _split_token(fg_token, "fg_token")
+    bpre, bpost = _split_token(bg_token, "bg_token")
+    if fpre.startswith(bpre) or bpre.startswith(fpre):
+        raise ValueError(f"fg_token {fg_token!r} and bg_token {bg_token!r} must start differently")
+
+    def table(a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+        ea, eb = a.encode("utf-8"), b.encode("utf-8")
+        return np.frombuffer(ea + eb, np.uint8), np.array([0, len(ea), len(ea) + len(eb)], np.int64)
+
+    pre, pre_off = table(bpre, fpre)  # kind 0 background, 1 foreground
+    post, post_off = table(bpost, fpost)
+    pattern = re.compile(f"({re.escape(bpre)}|{re.escape(fpre)})([0-9]+)")
+    return pre, pre_off, post, post_off, pattern, (bpre, fpre), (bpost, fpost)
+
+
+def _checked_args(resolution: int, max_run: int, box_format: str) -> _Spelling:
+    for name, v in (("resolution", resolution), ("max_run", max_run)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if box_format not in BOX_FORMATS:
+        raise ValueError(f"box_format must be one of {tuple(BOX_FORMATS)}, got {box_format!r}")
+    return BOX_FORMATS[box_format]
+
+
+def _check_bsd_label(label: Any, spelling: _Spelling, where: str) -> str:
+    if not isinstance(label, str):
+        raise TypeError(f"{where}: the label must be str, got {type(label).__name__}")
+    if not label:
+        raise ValueError(f"{where}: the label is empty")
+    for tag in spelling.tags:
+        if tag in label:
+            raise ValueError(f"{where}: label {label!r} contains the tag {tag!r}")
+    return label
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_bsd(
+    objects: Sequence[tuple[str, Any]],
+    image_size: tuple[int, int],
+    resolution: int = 64,
+    policy: str = "majority",
+    threshold: float = 0.5,
+    max_run: int = 63,
+    row_wise: bool = False,
+    box_format: str = "norm1000",
+    skip_empty: bool = False,
+    fg_token: str = "<fg_{k}>",
+    bg_token: str = "<bg_{k}>",
+) -> str:
+    """Write objects as B-SD blocks: ``<ref>label</ref><box>[...]</box><seg>bricks</seg>``.
+
+    Args:
+        objects: ``(label, mask)`` pairs, written in order; a mask is an ``(H, W)`` binary
+            array or a COCO RLE dict of that size. Several masks under one label stay
+            separate blocks.
+        image_size: ``(H, W)``.
+        resolution: bricks per side ``S`` (64 in Text4Seg++; 32..80 in its ablation).
+        policy: cell policy inside the box: ``"majority"``, ``"nearest"`` or ``"any"``.
+        threshold: foreground fraction for ``majority``.
+        max_run: the longest brick (63).
+        row_wise: restart runs at every row instead of running on in raster order.
+        box_format: ``"norm1000"``, ``"qwen2vl"`` or ``"pixel"`` (see the module docstring).
+        skip_empty: leave out empty masks instead of raising.
+        fg_token, bg_token: brick spellings, with ``{k}`` for the run length.
+
+    Returns:
+        The blocks, concatenated (``""`` for no objects).
+
+    Raises:
+        ValueError: an empty mask (unless ``skip_empty``), a mask of the wrong size or not
+            binary, a label that is empty or holds a tag, bad parameters.
+        TypeError: objects that are not ``(label, mask)`` pairs.
+
+    Example:
+        >>> import numpy as np, segtext as st
+        >>> m = np.zeros((4, 4), bool); m[:2, :2] = True
+        >>> st.encode_bsd([("cat", m)], image_size=(4, 4), resolution=2)
+        '<ref>cat</ref><box>[0,0,500,500]</box><seg><fg_4></seg>'
+    """
+    H, W = image_size_arg(image_size)
+    spelling = _checked_args(resolution, max_run, box_format)
+    code = policy_code(policy, threshold)
+    S = int(resolution)
+    pre, pre_off, post, post_off, *_ = _token_table(fg_token, bg_token)
+    if isinstance(objects, (str, bytes, dict)) or not isinstance(objects, Sequence):
+        raise TypeError(f"objects must be a sequence of (label, mask) pairs, got {type(objects).__name__}")
+    parts = []
+    for i, obj in enumerate(objects):
+        where = f"objects[{i}]"
+        if not isinstance(obj, (tuple, list)) or len(obj) != 2:
+            raise TypeError(f"{where} must be a (label, mask) pair, got {type(obj).__name__}")
+        label = _check_bsd_label(obj[0], spelling, where)
+        kind, data = _mask_source(obj[1], (H, W), where)
+        tight = _tight_box(kind, data, H)
+        if tight is None:
+            if skip_empty:
+                continue
+            raise ValueError(f"{where}: the mask of {label!r} is empty, so it has no box "
+                             "(pass skip_empty=True to leave empty masks out)")
+        if spelling.scale is None:
+            written = crop = tight
+        else:
+            written = quantize_box(tight, (H, W), spelling.scale)
+            crop = dequantize_box(written, (H, W), spelling.scale)
+        x0, y0, x1, y1 = crop
+        py = pillow_nearest_index(y1 - y0, S) if code == 0 else _EMPTY
+        px = pillow_nearest_index(x1 - x0, S) if code == 0 else _EMPTY
+        if kind == "rle":
+            grid = K.rle_crop_grid(data, H, y0, y1, x0, x1, S, code, float(threshold), py, px)
+        else:
+            grid = K.crop_grid(data, y0, y1, x0, x1, S, code, float(threshold), py, px)
+        bricks, _ = K.encode_bricks(grid, int(max_run), bool(row_wise), pre, pre_off, post, post_off)
+        parts.append(spelling.ref_open + label + spelling.ref_close + spelling.box_text(written)
+                     + spelling.seg_open + bricks.tobytes().decode("utf-8") + spelling.seg_close)
+    return "".join(parts)
+
+
+_EMPTY = np.zeros(0, np.int64)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class BsdObject:
+    """One decoded object.
+
+    Attributes:
+        label: the text between the ref tags.
+        box: ``(x1, y1, x2, y2)`` in pixel edges (``x2`` = last column + 1).
+        bricks: ``(S, S)`` bool grid of the mask inside the box.
+        mask: ``(H, W)`` bool mask in the image.
+    """
+
+    label: str
+    box: tuple[int, int, int, int]
+    bricks: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class DecodedObjects:
+    """What :func:`decode_bsd` returns: the objects, in order, and every repair made.
+
+    Example:
+        >>> import segtext as st
+        >>> res = st.decode_bsd("<ref>cat</ref><box>[0,0,500,500]</box><seg><fg_4></seg>",
+        ...                     image_size=(4, 4), resolution=2)
+        >>> [(o.label, o.box) for o in res.objects], res.ok
+        ([('cat', (0, 0, 2, 2))], True)
+        >>> res.mask().astype(int).tolist()
+        [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    """
+
+    objects: list[BsdObject]
+    image_size: tuple[int, int]
+    repairs: list[Repair] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the text needed no repair."""
+        return not self.repairs
+
+    def mask(self) -> np.ndarray:
+        """Union of all object masks, ``(H, W)`` bool (all False without objects)."""
+        return merge_objects(self.objects, self.image_size)
+
+
+def merge_objects(objects: Sequence[BsdObject], image_size: tuple[int, int],
+                  labels: Sequence[str] | None = None) -> np.ndarray:
+    """Merge decoded objects into one binary mask, or one label map.
+
+    Args:
+        objects: objects with ``.label`` and an ``(H, W)`` ``.mask``.
+        image_size: ``(H, W)`` (needed when there are no objects).
+        labels: ``None`` for the union as a bool mask; otherwise the vocabulary, and the
+            result is an ``int32`` label map with ``labels.index(label)`` painted object by
+            object in order (later objects win where they overlap), 0 elsewhere.
+
+    Raises:
+        ValueError: a mask of another size, or (with ``labels``) a label not in the list.
+
+    Example:
+        >>> import numpy as np, segtext as st
+        >>> a = st.BsdObject("cat", (0, 0, 1, 1), np.ones((1, 1), bool), np.array([[1, 0]], bool))
+        >>> b = st.BsdObject("dog", (1, 0, 2, 1), np.ones((1, 1), bool), np.array([[0, 1]], bool))
+        >>> st.merge_objects([a, b], (1, 2)).tolist(), st.merge_objects([a, b], (1, 2), ["others", "cat", "dog"]).tolist()
+        ([[True, True]], [[1, 2]])
+    """
+    H, W = image_size_arg(image_size)
+    index = None if labels is None else {s: i for i, s in reversed(list(enumerate(labels)))}
+    out = np.zeros((H, W), bool if labels is None else np.int32)
+    for i, obj in enumerate(objects):
+        m = np.asarray(obj.mask, bool)
+        if m.shape != (H, W):
+            raise ValueError(f"objects[{i}].mask has shape {m.shape}, expected {(H, W)}")
+        if index is None:
+            out |= m
+        else:
+            if obj.label not in index:
+                raise ValueError(f"objects[{i}] has label {obj.label!r}, which is not in labels")
+            out[m] = index[obj.label]
+    return out
+
+
+def _find(text: str, tag: str, start: int, stop: int) -> int:
+    i = text.find(tag, start, stop)
+    return stop if i < 0 else i
+
+
+def _parse_box(inner: str, offset: int, spelling: _Spelling, H: int, W: int,
+               log: RepairLog) -> tuple[int, int, int, int] | None:
+    m = _BOX_EXACT[spelling.pairs].fullmatch(inner)
+    if m:
+        q = [int(v) for v in m.groups()]
+    else:
+        nums = _INTS.findall(inner)
+        if len(nums) < 4:
+            log.add("box_malformed", offset, f"box {inner!r} has fewer than four numbers; object dropped",
+                    expected="four integers", found=repr(inner))
+            return None
+        q = [int(v) for v in nums[:4]]
+        log.add("box_malformed", offset, f"box {inner!r} read as {q}",
+                expected="(x1,y1),(x2,y2)" if spelling.pairs else "[x1,y1,x2,y2]", found=repr(inner))
+    x1, y1, x2, y2 = q
+    if x2 < x1 or y2 < y1:
+        log.add("box_swapped", offset, f"box {q} has a corner before the other; swapped",
+                expected="x1 <= x2 and y1 <= y2", found=str(q))
+        x1, x2 = min(x1, x2), max(x1, x2)
+        y1, y2 = min(y1, y2), max(y1, y2)
+    hi_x, hi_y = (W, H) if spelling.scale is None else (spelling.scale, spelling.scale)
+    clipped = (min(max(x1, 0), hi_x), min(max(y1, 0), hi_y), min(max(x2, 0), hi_x), min(max(y2, 0), hi_y))
+    if clipped != (x1, y1, x2, y2):
+        log.add("box_out_of_range", offset, f"box {[x1, y1, x2, y2]} clipped to {list(clipped)}",
+                expected=f"0..{hi_x} and 0..{hi_y}", found=str([x1, y1, x2, y2]))
+    box = clipped if spelling.scale is None else dequantize_box(clipped, (H, W), spelling.scale)
+    if box[2] <= box[0] or box[3] <= box[1]:
+        log.add("box_empty", offset, f"box {list(clipped)} covers no pixel; object dropped",
+                expected="a box with area", found=str(list(clipped)))
+        return None
+    return box
+
+
+def _parse_bricks(body: str, offset: int, S: int, max_run: int, row_wise: bool, tokens,
+                  log: RepairLog) -> np.ndarray:
+    pre, pre_off, post, post_off, pattern, pres, posts = tokens
+    ok, grid = K.parse_bricks(np.frombuffer(body.encode("utf-8"), np.uint8), pre, pre_off, post,
+                              post_off, S, max_run, row_wise)
+    if ok:
+        return grid
+    total = S * S
+    kinds: list[int] = []
+    lengths: list[int] = []
+    filled = 0
+    pos = 0
+    for m in pattern.finditer(body):
+        kind = 1 if m.group(1) == pres[1] else 0
+        end = m.end()
+        closed = body.startswith(posts[kind], end)
+        if m.start() > pos:
+            junk = body[pos:m.start()]
+            log.add("unknown_token", offset + pos, f"{junk[:20]!r} is not a brick; skipped",
+                    expected="a brick", found=repr(junk[:20]))
+        if not closed:
+            log.add("unknown_token", offset + end, "a brick without its closing text; read as a brick",
+                    expected=repr(posts[kind]), found=repr(body[end:end + 5]))
+        pos = end + (len(posts[kind]) if closed else 0)
+        digits = m.group(2)
+        k = int(digits) if len(digits) <= 9 else total + 1
+        if k == 0:
+            log.add("bad_brick", offset + m.start(), "a brick of length 0; skipped",
+                    expected=f"1..{max_run}", found="0")
+            continue
+        if k > max_run or digits[0] == "0":
+            log.add("bad_brick", offset + m.start(), f"brick length {digits} read as {min(k, total)}",
+                    expected=f"1..{max_run}", found=digits)
+        elif row_wise and filled // S != (filled + k - 1) // S and filled < total:
+            log.add("bad_brick", offset + m.start(), "a brick that runs over a row end",
+                    expected="runs that stop at each row end", found=f"{k} from cell {filled}")
+        k = min(k, total)
+        kinds.append(kind)
+        lengths.append(k)
+        filled += k
+    if pos < len(body):
+        junk = body[pos:]
+        log.add("unknown_token", offset + pos, f"{junk[:20]!r} is not a brick; skipped",
+                expected="a brick", found=repr(junk[:20]))
+    cells = np.repeat(np.array(kinds, np.uint8), np.array(lengths, np.int64))
+    if filled > total:
+        log.add("bricks_too_many", offset + len(body), f"bricks cover {filled} cells, {total} expected; truncated",
+                expected=f"{total} cells", found=str(filled))
+        cells = cells[:total]
+    elif filled < total:
+        log.add("bricks_too_few", offset + len(body), f"bricks cover {filled} cells, {total} expected; "
+                "padded with background", expected=f"{total} cells", found=str(filled))
+        cells = np.concatenate([cells, np.zeros(total - filled, np.uint8)])
+    return cells.reshape(S, S)
+
+
+def decode_bsd(
+    text: str,
+    image_size: tuple[int, int],
+    resolution: int = 64,
+    mode: str = "repair",
+    max_run: int = 63,
+    row_wise: bool = False,
+    box_format: str = "norm1000",
+    fg_token: str = "<fg_{k}>",
+    bg_token: str = "<bg_{k}>",
+) -> DecodedObjects:
+    """Read B-SD blocks back into objects with boxes and masks.
+
+    Args:
+        text: a model's answer; text around the blocks is ignored.
+        image_size: ``(H, W)`` of the image the boxes refer to.
+        resolution, max_run, row_wise, box_format, fg_token, bg_token: as :func:`encode_bsd`.
+        mode: ``"repair"`` (never raises on any ``str``; every fix is listed) or
+            ``"strict"`` (the first deviation raises :class:`segtext.DecodeError`).
+
+    Returns:
+        :class:`DecodedObjects`; no objects for a text without blocks.
+
+    Raises:
+        DecodeError: in strict mode, with the kind, line and column of the deviation.
+        TypeError / ValueError: ``text`` not a str, bad parameters.
+
+    Example:
+        >>> import segtext as st
+        >>> res = st.decode_bsd("<ref>cat</ref><box>[0,0,500,500]</box><seg><fg_3>", (4, 4), resolution=2)
+        >>> [r.kind for r in res.repairs], res.objects[0].bricks.astype(int).tolist()
+        (['missing_seg_close', 'bricks_too_few'], [[1, 1], [1, 0]])
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, got {type(text).__name__}")
+    H, W = image_size_arg(image_size)
+    spelling = _checked_args(resolution, max_run, box_format)
+    if mode not in ("strict", "repair"):
+        raise ValueError(f"mode must be 'strict' or 'repair', got {mode!r}")
+    tokens = _token_table(fg_token, bg_token)
+    S = int(resolution)
+    log = RepairLog(text, strict=mode == "strict")
+    sp = spelling
+    objects: list[BsdObject] = []
+    n = len(text)
+    pos = 0
+    while True:
+        r = text.find(sp.ref_open, pos)
+        b = text.find(sp.box_open, pos)
+        if r < 0 and b < 0:
+            break
+        if r >= 0 and (b < 0 or r < b):  # a block with its ref
+            start = r
+            nxt = _next_block(text, sp, r + len(sp.ref_open), n)
+            label_end = _find(text, sp.ref_close, r, nxt)
+            box_at = _find(text, sp.box_open, r, nxt)
+            if label_end > box_at:
+                log.add("missing_ref_close", box_at, "the label is not closed; read up to the box",
+                        expected=repr(sp.ref_close), found=repr(text[box_at:box_at + 10]))
+                label_end = box_at
+                after_label = box_at
+            else:
+                after_label = label_end + len(sp.ref_close)
+            label = text[r + len(sp.ref_open):label_end]
+            if box_at >= nxt:
+                log.add("missing_box", after_label, f"object {label!r} has no box; dropped",
+                        expected=repr(sp.box_open), found=repr(text[after_label:after_label + 10]))
+                pos = nxt
+                continue
+        else:  # a box with no ref before it
+            start = box_at = b
+            log.add("missing_ref", b, "a box without a label before it; label ''",
+                    expected=repr(sp.ref_open), found=repr(sp.box_open))
+            label = ""
+        nxt = _next_block(text, sp, box_at + len(sp.box_open), n, boxes=True)
+        seg_at = _find(text, sp.seg_open, box_at, nxt)
+        box_end = _find(text, sp.box_close, box_at, seg_at)
+        if box_end == seg_at and seg_at < nxt:
+            log.add("missing_box_close", seg_at, "the box is not closed; read up to '<seg>'",
+                    expected=repr(sp.box_close), found=repr(text[seg_at:seg_at + 10]))
+        box_text = text[box_at + len(sp.box_open):min(box_end, seg_at)]
+        if seg_at >= nxt:
+            log.add("missing_seg", min(box_end + len(sp.box_close), n), f"object {label!r} has no bricks; dropped",
+                    expected=repr(sp.seg_open), found=repr(text[box_end:box_end + 10]))
+            pos = max(nxt, start + 1)
+            continue
+        body_at = seg_at + len(sp.seg_open)
+        seg_end = _find(text, sp.seg_close, body_at, nxt)
+        if seg_end == nxt:
+            log.add("missing_seg_close", nxt, "'<seg>' is never closed; read up to the next block or the end",
+                    expected=repr(sp.seg_close), found="the next block" if nxt < n else "end of text")
+            pos = nxt
+        else:
+            pos = seg_end + len(sp.seg_close)
+        box = _parse_box(box_text, box_at + len(sp.box_open), sp, H, W, log)
+        if box is None:
+            continue
+        grid = _parse_bricks(text[body_at:seg_end], body_at, S, int(max_run), bool(row_wise), tokens, log)
+        x0, y0, x1, y1 = box
+        canvas = np.zeros((H, W), np.uint8)
+        K.expand(grid, False, canvas[y0:y1, x0:x1])
+        objects.append(BsdObject(label, box, grid.view(bool), canvas.view(bool)))
+    return DecodedObjects(objects, (H, W), log.repairs)
+
+
+def _next_block(text: str, sp: _Spelling, start: int, n: int, boxes: bool = False) -> int:
+    """Where the next block starts after ``start``: its ref (or, with ``boxes``, a box)."""
+    r = text.find(sp.ref_open, start)
+    r = n if r < 0 else r
+    if boxes:
+        b = text.find(sp.box_open, start, r)
+        r = r if b < 0 else b
+    return r
