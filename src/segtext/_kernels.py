@@ -118,11 +118,14 @@ def cell_spans(n_pixels, n_cells):
 
 @njit(cache=True)
 def first_cells(lo, hi, n_pixels):
-    """``first[p]``: the first cell whose span ends after pixel ``p`` (``len(lo)`` if none)."""
-    first = np.empty(n_pixels, np.int64)
+    """``first[p]``, ``p = 0..n_pixels``: the first cell whose span ends after pixel edge ``p``.
+
+    ``first[n_pixels]`` is the number of cells. Cells ``first[a]..first[b]-1`` all end by ``b``.
+    """
+    first = np.empty(n_pixels + 1, np.int64)
     c = 0
     n = lo.shape[0]
-    for p in range(n_pixels):
+    for p in range(n_pixels + 1):
         while c < n and hi[c] <= p:
             c += 1
         first[p] = c
@@ -332,6 +335,8 @@ def rle_window_counts(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfi
     w = clo.shape[0]
     fg = np.zeros((h, w), np.int64)
     full = np.zeros(w, np.int64)
+    # whole cells inside a column segment are counted as +1 at the first, -1 past the last
+    covered = np.zeros((h + 1, w), np.int64)
     wh = y1 - y0
     end = x1 * H  # the window's last pixel, column-major, plus one
     x = 0  # column of the current position, tracked without division
@@ -358,22 +363,30 @@ def rle_window_counts(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfi
                     continue
                 lx = x - x0
                 c = cfirst[lx]
+                whole = la == 0 and lb == wh
                 while c < w and clo[c] <= lx:
-                    if la == 0 and lb == wh:
+                    if whole:
                         full[c] += 1
                     else:
                         r = rfirst[la]
-                        while r < h and rlo[r] < lb:
-                            fg[r, c] += max(0, min(lb, rhi[r]) - max(la, rlo[r]))
+                        if r < h and rlo[r] < la:  # a cell cut at the segment's top
+                            fg[r, c] += min(lb, rhi[r]) - la
                             r += 1
+                        re = rfirst[lb]  # cells r..re-1 lie inside the segment
+                        if re > r:
+                            covered[r, c] += 1
+                            covered[re, c] -= 1
+                        if re < h and re >= r and rlo[re] < lb:  # a cell cut at its bottom
+                            fg[re, c] += lb - max(la, rlo[re])
                     c += 1
         pos = e
         if pos >= end:
             break
-    for r in range(h):
-        rows = rhi[r] - rlo[r]
-        for c in range(w):
-            fg[r, c] += full[c] * rows
+    for c in range(w):
+        inside = full[c]
+        for r in range(h):
+            inside += covered[r, c]
+            fg[r, c] += inside * (rhi[r] - rlo[r])
     return fg
 
 
