@@ -16,7 +16,7 @@ Example:
     True
 """
 
-from segtext import coco
+from segtext import coco, metrics
 from segtext.bricks import (
     BOX_FORMATS,
     BsdObject,
@@ -72,6 +72,7 @@ __all__ = [
     "check_label",
     "check_labels",
     "coco",
+    "metrics",
     "decode_rrle",
     "encode_irle",
     "encode_isd",
