@@ -1,8 +1,9 @@
-"""Argument checks shared by the public modules (private)."""
+"""Argument checks and kernel-call preparation shared by the public modules (private)."""
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -97,3 +98,79 @@ def label_map_arg(mask: Any, ignore_index: int | None) -> tuple[np.ndarray, bool
         raise ValueError(f"mask holds label {int(valid.max())}, larger than int32 allows")
     binary = valid.size == 0 or valid.max() <= 1
     return m, binary
+
+
+@lru_cache(maxsize=4096)
+def pillow_index(n_pixels: int, n_cells: int) -> np.ndarray:
+    """The pixel Pillow's NEAREST resize samples for each cell (read off Pillow itself)."""
+    from PIL import Image
+
+    ramp = Image.fromarray(np.arange(n_pixels, dtype=np.int32)[None, :], mode="I")
+    idx = np.asarray(ramp.resize((n_cells, 1), Image.Resampling.NEAREST), dtype=np.int64)[0]
+    idx.setflags(write=False)
+    return idx
+
+
+_EMPTY = np.zeros(0, np.int64)
+
+
+class RleCall(NamedTuple):
+    """Checked arguments of one RLE -> grid kernel call."""
+
+    data: np.ndarray
+    compressed: bool
+    H: int
+    W: int
+    h: int
+    w: int
+    policy: int
+    threshold: float
+    py: np.ndarray
+    px: np.ndarray
+
+
+def rle_call(rle: Any, grid_size: Any, policy: str, threshold: float) -> RleCall:
+    """Check an RLE, a grid size and a policy; the nearest samples when needed."""
+    from segtext.coco import rle_source
+
+    h, w = grid_size_arg(grid_size)
+    code = policy_code(policy, threshold)
+    data, compressed, (H, W) = rle_source(rle)
+    check_fits((H, W), (h, w))
+    py = pillow_index(H, h) if code == 0 else _EMPTY
+    px = pillow_index(W, w) if code == 0 else _EMPTY
+    return RleCall(data, compressed, H, W, h, w, code, float(threshold), py, px)
+
+
+class RlesCall(NamedTuple):
+    """Checked arguments of one batch RLE -> grid kernel call."""
+
+    counts: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+    h: int
+    w: int
+    policy: int
+    threshold: float
+    py: np.ndarray
+    px: np.ndarray
+
+
+def rles_call(rles: Any, grid_size: Any, policy: str, threshold: float) -> RlesCall:
+    """:func:`rle_call` for a batch: all runs decoded, sizes checked, samples stacked."""
+    from segtext.coco import rles_runs
+
+    h, w = grid_size_arg(grid_size)
+    code = policy_code(policy, threshold)
+    counts, offsets, sizes = rles_runs(rles)
+    for n, (H, W) in enumerate(sizes.tolist()):
+        if h > H or w > W:
+            raise ValueError(f"rles[{n}]: grid_size {(h, w)} is larger than the image {(H, W)}")
+    N = len(sizes)
+    if code == 0:
+        py = np.array([pillow_index(H, h) for H in sizes[:, 0].tolist()], np.int64).reshape(N, h)
+        px = np.array([pillow_index(W, w) for W in sizes[:, 1].tolist()], np.int64).reshape(N, w)
+    else:
+        py = px = np.zeros((N, 0), np.int64)
+    return RlesCall(counts, offsets, sizes, h, w, code, float(threshold), py, px)
+

@@ -53,9 +53,8 @@ from typing import Any
 import numpy as np
 
 from segtext import _kernels as K
-from segtext._validate import as_array, image_size_arg, label_map_arg, policy_code
+from segtext._validate import as_array, image_size_arg, label_map_arg, pillow_index, policy_code
 from segtext.coco import rle_runs
-from segtext.grid import pillow_nearest_index
 from segtext.repairs import Repair, RepairLog
 
 __all__ = [
@@ -339,8 +338,8 @@ def encode_bsd(
             written = quantize_box(tight, (H, W), spelling.scale)
             crop = dequantize_box(written, (H, W), spelling.scale)
         x0, y0, x1, y1 = crop
-        py = pillow_nearest_index(y1 - y0, S) if code == 0 else _EMPTY
-        px = pillow_nearest_index(x1 - x0, S) if code == 0 else _EMPTY
+        py = pillow_index(y1 - y0, S) if code == 0 else _EMPTY
+        px = pillow_index(x1 - x0, S) if code == 0 else _EMPTY
         if kind == "rle":
             grid = K.rle_crop_grid(data, H, y0, y1, x0, x1, S, code, float(threshold), py, px)
         else:

@@ -33,7 +33,6 @@ source row ``floor(y * h / H)``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -46,9 +45,12 @@ from segtext._validate import (
     grid_size_arg,
     image_size_arg,
     label_map_arg,
+    pillow_index,
     policy_code,
+    rle_call,
+    rles_call,
 )
-from segtext.coco import check_status, rle_source, rles_runs
+from segtext.coco import check_status
 
 __all__ = [
     "POLICIES",
@@ -85,16 +87,6 @@ def cell_index(n_pixels: int, n_cells: int) -> np.ndarray:
     return K.cell_index(n_pixels, n_cells)
 
 
-@lru_cache(maxsize=4096)
-def _pillow_index(n_pixels: int, n_cells: int) -> np.ndarray:
-    from PIL import Image
-
-    ramp = Image.fromarray(np.arange(n_pixels, dtype=np.int32)[None, :], mode="I")
-    idx = np.asarray(ramp.resize((n_cells, 1), Image.Resampling.NEAREST), dtype=np.int64)[0]
-    idx.setflags(write=False)
-    return idx
-
-
 def pillow_nearest_index(n_pixels: int, n_cells: int) -> np.ndarray:
     """The pixel Pillow's ``NEAREST`` resize samples for each of ``n_cells`` cells.
 
@@ -115,7 +107,7 @@ def pillow_nearest_index(n_pixels: int, n_cells: int) -> np.ndarray:
         [1, 3, 6, 8]
     """
     n_pixels, n_cells = image_size_arg((n_pixels, n_cells))
-    return _pillow_index(n_pixels, n_cells)
+    return pillow_index(n_pixels, n_cells)
 
 
 # --------------------------------------------------------------------------- mask -> grid
@@ -172,8 +164,8 @@ def mask_to_grid(
     if has_ignore and m.dtype.kind == "u" and not 0 <= ign <= np.iinfo(m.dtype).max:
         has_ignore = False  # the value cannot occur in this dtype
     if code == 0:
-        py = _pillow_index(H, h)
-        px = _pillow_index(W, w)
+        py = pillow_index(H, h)
+        px = pillow_index(W, w)
         return K.sample_grid(m, py, px, ign, has_ignore, int(empty_label))
     rlo, rhi = K.cell_spans(H, h)
     clo, chi = K.cell_spans(W, w)
@@ -226,19 +218,12 @@ def rle_to_grid(
         >>> st.rle_to_grid(rle, grid_size=(1, 2)).tolist()
         [[0, 1]]
     """
-    h, w = grid_size_arg(grid_size)
-    code = policy_code(policy, threshold)
-    data, compressed, (H, W) = rle_source(rle)
-    check_fits((H, W), (h, w))
-    py = _pillow_index(H, h) if code == 0 else _EMPTY
-    px = _pillow_index(W, w) if code == 0 else _EMPTY
-    kernel = K.rle_string_grid if compressed else K.rle_grid
-    grid, status = kernel(data, H, W, h, w, code, float(threshold), py, px)
+    a = rle_call(rle, grid_size, policy, threshold)
+    kernel = K.rle_string_grid if a.compressed else K.rle_grid
+    grid, status = kernel(a.data, a.H, a.W, a.h, a.w, a.policy, a.threshold, a.py, a.px)
+    H, W = a.H, a.W
     check_status(status, "rle", H, W)
     return grid
-
-
-_EMPTY = np.zeros(0, np.int64)
 
 
 def rles_to_grids(
@@ -271,23 +256,8 @@ def rles_to_grids(
         >>> st.rles_to_grids(rles, grid_size=1).tolist()
         [[[1]], [[0]]]
     """
-    h, w = grid_size_arg(grid_size)
-    code = policy_code(policy, threshold)
-    counts, offsets, sizes = rles_runs(rles)
-    for n, (H, W) in enumerate(sizes.tolist()):
-        if h > H or w > W:
-            raise ValueError(f"rles[{n}]: grid_size {(h, w)} is larger than the image {(H, W)}")
-    N = len(sizes)
-    if code == 0:
-        py = np.empty((N, h), np.int64)
-        px = np.empty((N, w), np.int64)
-        for n, (H, W) in enumerate(sizes.tolist()):
-            py[n] = _pillow_index(H, h)
-            px[n] = _pillow_index(W, w)
-    else:
-        py = np.zeros((N, 0), np.int64)
-        px = np.zeros((N, 0), np.int64)
-    return K.rle_grids(counts, offsets, sizes, h, w, code, float(threshold), py, px)
+    a = rles_call(rles, grid_size, policy, threshold)
+    return K.rle_grids(a.counts, a.offsets, a.sizes, a.h, a.w, a.policy, a.threshold, a.py, a.px)
 
 
 # --------------------------------------------------------------------------- grid -> mask

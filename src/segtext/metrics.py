@@ -257,13 +257,7 @@ def evaluate_referring(preds: Iterable[Any], gts: Iterable[Any]) -> dict:
         >>> round(r["ciou"], 3), round(r["giou"], 3), r["acc50"]
         (0.5, 0.5, 0.0)
     """
-    ev = ReferringEvaluator()
-    preds, gts = list(preds), list(gts)
-    if len(preds) != len(gts):
-        raise ValueError(f"{len(preds)} predictions but {len(gts)} ground truths; they must pair up")
-    for p, g in zip(preds, gts):
-        ev.add(p, g)
-    return ev.result()
+    return _feed(ReferringEvaluator(), preds, gts)
 
 
 class SemanticEvaluator:
@@ -331,7 +325,10 @@ def evaluate_semantic(preds: Iterable[Any], gts: Iterable[Any], n_classes: int,
         >>> r["miou"]
         1.0
     """
-    ev = SemanticEvaluator(n_classes, ignore_index)
+    return _feed(SemanticEvaluator(n_classes, ignore_index), preds, gts)
+
+
+def _feed(ev: ReferringEvaluator | SemanticEvaluator, preds: Iterable[Any], gts: Iterable[Any]) -> dict:
     preds, gts = list(preds), list(gts)
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predictions but {len(gts)} ground truths; they must pair up")

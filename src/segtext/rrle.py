@@ -50,9 +50,9 @@ from typing import Any
 import numpy as np
 
 from segtext import _kernels as K
-from segtext._validate import as_array, check_fits, grid_size_arg, policy_code
-from segtext.coco import check_status, rle_source, rles_runs
-from segtext.grid import grid_to_mask, pillow_nearest_index
+from segtext._validate import as_array, grid_size_arg, rle_call, rles_call
+from segtext.coco import check_status
+from segtext.grid import grid_to_mask
 from segtext.labels import BACKGROUND, check_labels, label_table, nearest_label
 from segtext.repairs import DecodeError, Repair, RepairLog
 
@@ -191,20 +191,13 @@ def rle_to_text(
     """
     labels = check_labels((background, label))
     row_wise, with_counts = _format_flags(format)
-    h, w = grid_size_arg(grid_size)
-    code = policy_code(policy, threshold)
-    data, compressed, (H, W) = rle_source(rle)
-    check_fits((H, W), (h, w))
-    py = pillow_nearest_index(H, h) if code == 0 else _EMPTY
-    px = pillow_nearest_index(W, w) if code == 0 else _EMPTY
+    a = rle_call(rle, grid_size, policy, threshold)
     buf, off, canon = label_table(labels)
-    out, status = K.rle_text(data, compressed, H, W, h, w, code, float(threshold), py, px,
-                             int(canon[1]), buf, off, row_wise, with_counts)
+    out, status = K.rle_text(a.data, a.compressed, a.H, a.W, a.h, a.w, a.policy, a.threshold, a.py,
+                             a.px, int(canon[1]), buf, off, row_wise, with_counts)
+    H, W = a.H, a.W
     check_status(status, "rle", H, W)
     return out.tobytes().decode("utf-8")
-
-
-_EMPTY = np.zeros(0, np.int64)
 
 
 def rles_to_texts(
@@ -237,10 +230,8 @@ def rles_to_texts(
         ['cat *2\\n', 'others *1| dog *1\\n']
     """
     row_wise, with_counts = _format_flags(format)
-    h, w = grid_size_arg(grid_size)
-    code = policy_code(policy, threshold)
-    counts, offsets, sizes = rles_runs(rles)
-    N = len(sizes)
+    a = rles_call(rles, grid_size, policy, threshold)
+    N = len(a.sizes)
     if isinstance(labels, str):
         vocab = check_labels((background, labels))
         buf, off, canon = label_table(vocab)
@@ -253,16 +244,8 @@ def rles_to_texts(
         buf, off, canon = label_table(vocab)
         index = {s: canon[i] for i, s in enumerate(vocab)}
         fg_ids = np.array([index[s] for s in labels], np.int64)
-    for n, (H, W) in enumerate(sizes.tolist()):
-        if h > H or w > W:
-            raise ValueError(f"rles[{n}]: grid_size {(h, w)} is larger than the image {(H, W)}")
-    if code == 0:
-        py = np.array([pillow_nearest_index(H, h) for H in sizes[:, 0].tolist()], np.int64)
-        px = np.array([pillow_nearest_index(W, w) for W in sizes[:, 1].tolist()], np.int64)
-    else:
-        py = px = np.zeros((N, 0), np.int64)
-    out, cum = K.rle_texts(counts, offsets, sizes, h, w, code, float(threshold), py, px, fg_ids,
-                           buf, off, row_wise, with_counts)
+    out, cum = K.rle_texts(a.counts, a.offsets, a.sizes, a.h, a.w, a.policy, a.threshold, a.py, a.px,
+                           fg_ids, buf, off, row_wise, with_counts)
     raw = out.tobytes()
     bounds = cum.tolist()
     return [raw[bounds[n] : bounds[n + 1]].decode("utf-8") for n in range(N)]
