@@ -270,11 +270,9 @@ def expand(cells: np.ndarray, box) -> np.ndarray:
     S = cells.shape[0]
     x1, y1, x2, y2 = box
     ch, cw = y2 - y1, x2 - x1
-    out = np.zeros((ch, cw), dtype=bool)
-    for y in range(ch):
-        for x in range(cw):
-            out[y, x] = cells[cell_of(y, ch, S), cell_of(x, cw, S)]
-    return out
+    rows = [cell_of(y, ch, S) for y in range(ch)]
+    cols = [cell_of(x, cw, S) for x in range(cw)]
+    return cells[np.ix_(rows, cols)].reshape(ch, cw)
 
 
 def paste(sub: np.ndarray, box, image_size) -> np.ndarray:
@@ -291,7 +289,7 @@ def _block_regex(box_format: str) -> re.Pattern:
         nums = r"\((\d+),(\d+)\),\((\d+),(\d+)\)"
     else:
         nums = r"\[(\d+),(\d+),(\d+),(\d+)\]"
-    return re.compile(f"{ro}(.*?){rc}{bo}{nums}{bc}{so}(.*?){sc}", re.S)
+    return re.compile(f"{ro}(.*?){rc}{bo}{nums}{bc}{so}(.*?){sc}", re.DOTALL)
 
 
 def parse_bricks(seg: str) -> list[tuple[bool, int]]:
@@ -331,7 +329,7 @@ def decode(text: str, image_size, resolution: int = 64, box_format: str = "norm1
 
 def block_bricks(text: str) -> list[list[tuple[bool, int]]]:
     """The bricks of every <seg>...</seg> in a text (any preset)."""
-    return [parse_bricks(seg) for seg in re.findall(r"<seg>(.*?)</seg>", text, re.S)]
+    return [parse_bricks(seg) for seg in re.findall(r"<seg>(.*?)</seg>", text, re.DOTALL)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -351,3 +349,74 @@ def merge(masks_and_labels, image_size, labels=None) -> np.ndarray:
     for label, mask in masks_and_labels:
         out[mask] = labels.index(label)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# test data: one object's mask (never empty), seeded
+# --------------------------------------------------------------------------------------------------
+
+OBJECT_KINDS = ("pixel", "tiny", "rect", "blob", "border", "full", "noise", "disjoint", "ellipse", "line")
+
+
+def make_object(rng: np.random.Generator, H: int, W: int, kind: str) -> np.ndarray:
+    """A non-empty (H, W) bool mask of one of OBJECT_KINDS."""
+    m = np.zeros((H, W), dtype=bool)
+
+    def rect(max_h=H, max_w=W):
+        h = int(rng.integers(1, max(1, max_h) + 1))
+        w = int(rng.integers(1, max(1, max_w) + 1))
+        y = int(rng.integers(0, H - h + 1))
+        x = int(rng.integers(0, W - w + 1))
+        return y, x, h, w
+
+    if kind == "pixel":
+        m[int(rng.integers(0, H)), int(rng.integers(0, W))] = True
+    elif kind == "tiny":
+        y, x, h, w = rect(min(H, 3), min(W, 3))
+        m[y : y + h, x : x + w] = True
+    elif kind == "rect":
+        y, x, h, w = rect()
+        m[y : y + h, x : x + w] = True
+    elif kind == "blob":
+        y, x, h, w = rect()
+        p = float(rng.uniform(0.15, 0.9))
+        m[y : y + h, x : x + w] = rng.random((h, w)) < p
+    elif kind == "border":
+        y, x, h, w = rect()
+        side = int(rng.integers(0, 4))
+        if side == 0:
+            y = 0
+        elif side == 1:
+            y = H - h
+        elif side == 2:
+            x = 0
+        else:
+            x = W - w
+        m[y : y + h, x : x + w] = rng.random((h, w)) < 0.8
+        m[y if side != 1 else H - 1, x if side != 3 else W - 1] = True  # really touches that border
+    elif kind == "full":
+        m[:, :] = True
+    elif kind == "noise":
+        m = rng.random((H, W)) < float(rng.uniform(0.05, 0.95))
+    elif kind == "disjoint":
+        for _ in range(2):
+            y, x, h, w = rect(min(H, 4), min(W, 4))
+            m[y : y + h, x : x + w] = True
+        m[0, int(rng.integers(0, W))] = True
+        m[H - 1, int(rng.integers(0, W))] = True
+    elif kind == "ellipse":
+        y, x, h, w = rect()
+        yy, xx = np.mgrid[0:h, 0:w]
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+        e = ((yy - cy) / max(h / 2, 0.5)) ** 2 + ((xx - cx) / max(w / 2, 0.5)) ** 2 <= 1.0
+        m[y : y + h, x : x + w] = e
+    elif kind == "line":
+        if rng.integers(0, 2):
+            m[int(rng.integers(0, H)), :] = True
+        else:
+            m[:, int(rng.integers(0, W))] = True
+    else:
+        raise ValueError(kind)
+    if not m.any():
+        m[int(rng.integers(0, H)), int(rng.integers(0, W))] = True
+    return m

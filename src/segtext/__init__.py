@@ -16,7 +16,7 @@ Example:
     True
 """
 
-from segtext import coco, metrics
+from segtext import coco, metrics, viz
 from segtext.bricks import (
     BOX_FORMATS,
     BsdObject,
@@ -73,6 +73,7 @@ __all__ = [
     "check_labels",
     "coco",
     "metrics",
+    "viz",
     "decode_rrle",
     "encode_irle",
     "encode_isd",

@@ -392,13 +392,21 @@ def rle_window_counts(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfi
 
 @njit(cache=True)
 def rle_sample(counts, H, py, px):
-    """Nearest policy on runs: the value of pixel (py[i], px[j]) for every cell."""
+    """Nearest policy on runs: the value of pixel (py[i], px[j]) for every cell.
+
+    ``py`` and ``px`` are non-decreasing, so the samples are visited in column-major order
+    and the runs are walked once.
+    """
     h = py.shape[0]
     w = px.shape[0]
     out = np.zeros((h, w), np.int32)
     k = 0  # current run
     run_end = counts[0] if counts.shape[0] > 0 else 0
     for j in range(w):
+        if j > 0 and px[j] == px[j - 1]:  # a repeated column (upsampling): same samples
+            for i in range(h):
+                out[i, j] = out[i, j - 1]
+            continue
         for i in range(h):
             p = px[j] * H + py[i]
             while p >= run_end and k + 1 < counts.shape[0]:

@@ -103,10 +103,19 @@ BOX_FORMATS: dict[str, _Spelling] = {
 }
 
 _BOX_EXACT = {
-    False: re.compile(r"\[(\d+),(\d+),(\d+),(\d+)\]"),
-    True: re.compile(r"\((\d+),(\d+)\),\((\d+),(\d+)\)"),
+    False: re.compile(r"\[([0-9]+),([0-9]+),([0-9]+),([0-9]+)\]"),
+    True: re.compile(r"\(([0-9]+),([0-9]+)\),\(([0-9]+),([0-9]+)\)"),
 }
-_INTS = re.compile(r"-?\d+")
+_INTS = re.compile(r"-?[0-9]+")
+_HUGE = 10**9  # any number with more digits reads as this (it is out of range anyway)
+
+
+def _int(digits: str) -> int:
+    """A decimal from the text, with more than 9 digits read as +-10**9."""
+    neg = digits.startswith("-")
+    if len(digits) - neg > 9:
+        return -_HUGE if neg else _HUGE
+    return int(digits)
 
 
 # --------------------------------------------------------------------------- boxes
@@ -118,6 +127,12 @@ def _box_arg(box: Any, name: str = "box") -> tuple[int, int, int, int]:
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be four ints (x1, y1, x2, y2), got {box!r}") from None
     return x1, y1, x2, y2
+
+
+def _scale_arg(scale: Any) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be a positive int, got {scale!r}")
+    return int(scale)
 
 
 def quantize_box(box: Sequence[int], image_size: tuple[int, int],
@@ -138,6 +153,7 @@ def quantize_box(box: Sequence[int], image_size: tuple[int, int],
         (142, 666, 429, 1000)
     """
     H, W = image_size_arg(image_size)
+    _scale_arg(scale)
     x1, y1, x2, y2 = _box_arg(box)
     if not (0 <= x1 <= x2 <= W and 0 <= y1 <= y2 <= H):
         raise ValueError(f"box {box!r} is not inside the image {(H, W)} with x1 <= x2, y1 <= y2")
@@ -156,6 +172,7 @@ def dequantize_box(qbox: Sequence[int], image_size: tuple[int, int],
         (0, 1, 4, 3)
     """
     H, W = image_size_arg(image_size)
+    _scale_arg(scale)
     qx1, qy1, qx2, qy2 = _box_arg(qbox, "qbox")
     x1 = min(max(qx1 * W // scale, 0), W)
     y1 = min(max(qy1 * H // scale, 0), H)
@@ -447,14 +464,14 @@ def _parse_box(inner: str, offset: int, spelling: _Spelling, H: int, W: int,
                log: RepairLog) -> tuple[int, int, int, int] | None:
     m = _BOX_EXACT[spelling.pairs].fullmatch(inner)
     if m:
-        q = [int(v) for v in m.groups()]
+        q = [_int(v) for v in m.groups()]
     else:
         nums = _INTS.findall(inner)
         if len(nums) < 4:
             log.add("box_malformed", offset, f"box {inner!r} has fewer than four numbers; object dropped",
                     expected="four integers", found=repr(inner))
             return None
-        q = [int(v) for v in nums[:4]]
+        q = [_int(v) for v in nums[:4]]
         log.add("box_malformed", offset, f"box {inner!r} read as {q}",
                 expected="(x1,y1),(x2,y2)" if spelling.pairs else "[x1,y1,x2,y2]", found=repr(inner))
     x1, y1, x2, y2 = q
@@ -501,7 +518,7 @@ def _parse_bricks(body: str, offset: int, S: int, max_run: int, row_wise: bool, 
                     expected=repr(posts[kind]), found=repr(body[end:end + 5]))
         pos = end + (len(posts[kind]) if closed else 0)
         digits = m.group(2)
-        k = int(digits) if len(digits) <= 9 else total + 1
+        k = _int(digits)
         if k == 0:
             log.add("bad_brick", offset + m.start(), "a brick of length 0; skipped",
                     expected=f"1..{max_run}", found="0")
@@ -512,19 +529,17 @@ def _parse_bricks(body: str, offset: int, S: int, max_run: int, row_wise: bool, 
         elif row_wise and filled // S != (filled + k - 1) // S and filled < total:
             log.add("bad_brick", offset + m.start(), "a brick that runs over a row end",
                     expected="runs that stop at each row end", found=f"{k} from cell {filled}")
-        k = min(k, total)
         kinds.append(kind)
-        lengths.append(k)
-        filled += k
+        lengths.append(min(k, total))
+        filled += min(k, total + 1)
     if pos < len(body):
         junk = body[pos:]
         log.add("unknown_token", offset + pos, f"{junk[:20]!r} is not a brick; skipped",
                 expected="a brick", found=repr(junk[:20]))
-    cells = np.repeat(np.array(kinds, np.uint8), np.array(lengths, np.int64))
+    cells = np.repeat(np.array(kinds, np.uint8), np.array(lengths, np.int64))[:total]
     if filled > total:
         log.add("bricks_too_many", offset + len(body), f"bricks cover {filled} cells, {total} expected; truncated",
                 expected=f"{total} cells", found=str(filled))
-        cells = cells[:total]
     elif filled < total:
         log.add("bricks_too_few", offset + len(body), f"bricks cover {filled} cells, {total} expected; "
                 "padded with background", expected=f"{total} cells", found=str(filled))

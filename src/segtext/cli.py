@@ -6,9 +6,18 @@
     segtext encode instances.json -o out.jsonl --grid-size 24 --policy nearest
     segtext encode results.json --format isd --label "the dog"
 
+``segtext eval`` scores a model's raw answers against ground truth (cIoU, gIoU, Acc@0.5, N-acc)
+and prints a decode-health table; ``segtext show`` draws one answer, or the worst samples of an
+evaluation, as a PNG::
+
+    segtext eval predictions.jsonl instances.json --grid-size 16 --json scores.json
+    segtext show --text answer.txt --image-size 480x640 -o answer.png
+    segtext show --worst 12 --predictions predictions.jsonl --ground-truth instances.json -o worst.png
+
 Exit status: 0 on success, 2 on a usage or input error (missing file, bad JSON, an annotation
-without a usable segmentation unless ``--skip-invalid`` is given).  Diagnostics, the progress
-bar and the closing summary go to stderr; stdout carries only the JSON lines.
+without a usable segmentation unless ``--skip-invalid`` is given, a malformed predictions line
+under ``--on-bad-line fail``).  Diagnostics, the progress bar and the closing summary go to
+stderr; stdout carries only the JSON lines (encode) or the scores (eval).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ import sys
 import tempfile
 import time
 from typing import Any, Callable, Iterator, Sequence, TextIO
+
+import numpy as np
 
 import segtext as st
 
@@ -74,10 +85,17 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        return _grid_size(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected HxW in pixels (e.g. 480x640), got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segtext",
-        description="Segmentation masks as Text4Seg text (I-SD, R-RLE, I-RLE).",
+        description="Segmentation masks as Text4Seg text (I-SD, R-RLE, I-RLE, B-SD), and scores for model answers.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -113,7 +131,95 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip annotations without a usable segmentation (and count them) instead of failing")
     enc.add_argument("--no-progress", action="store_true", help="never show the progress bar")
     enc.set_defaults(func=_cmd_encode)
+    _add_eval_parser(sub)
+    _add_show_parser(sub)
     return parser
+
+
+def _add_decode_options(p: argparse.ArgumentParser) -> None:
+    """Options that say how answers are decoded (shared by eval and show)."""
+    g = p.add_argument_group("decoding")
+    g.add_argument("--format", choices=("auto", "rrle", "bsd"), default="auto",
+                   help="answer format: auto (B-SD when the text has <ref>/<box> blocks, else the R-RLE "
+                        "family), or force rrle / bsd (default auto)")
+    g.add_argument("--mode", choices=("repair", "strict", "t4s"), default="repair",
+                   help="repair (fix and report, default), strict (a deviation rejects the answer: scored "
+                        "empty) or t4s (Text4Seg's own R-RLE decoder)")
+    g.add_argument("--grid-size", type=_grid_size, metavar="N|HxW",
+                   help="R-RLE grid size, N for NxN or HxW (default: inferred from each answer)")
+    g.add_argument("--upsample", choices=("exact", "t4s"),
+                   help="grid -> pixels: exact (segtext's cell geometry) or t4s (Text4Seg's PyTorch "
+                        "nearest); default t4s with --mode t4s, else exact")
+    g.add_argument("--resolution", type=_positive_int, default=64, metavar="S",
+                   help="B-SD bricks per box side (default 64)")
+    g.add_argument("--box-format", choices=tuple(st.BOX_FORMATS), default="norm1000",
+                   help="B-SD box spelling: norm1000 (<box>[x1,y1,x2,y2]</box> on 0..1000, default), "
+                        "qwen2vl or pixel")
+
+
+def _add_eval_parser(sub) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="score raw model answers against ground truth: cIoU, gIoU, Acc@0.5, decode health",
+        description=(
+            "Decode every answer in PREDICTIONS (JSON lines with 'id' and the raw answer under 'answer', "
+            "'text' or 'output') and score it against GROUND_TRUTH (COCO instances/results JSON, sample id = "
+            "annotation id; or JSON lines with 'id', 'segmentation' (COCO RLE or polygons, null for no "
+            "target) and 'image_size' [H, W]). Prints cIoU, gIoU, Acc@0.5 (N-acc and T-acc when there are "
+            "no-target samples) and a decode-health table. A ground truth without a prediction is scored "
+            "as an empty mask; a prediction without ground truth is reported and not scored."
+        ),
+    )
+    ev.add_argument("predictions", metavar="PREDICTIONS", help="JSON lines: id + raw answer text")
+    ev.add_argument("ground_truth", metavar="GROUND_TRUTH",
+                    help="COCO instances/results JSON, or JSON lines of id + COCO RLE + image size")
+    _add_decode_options(ev)
+    out = ev.add_argument_group("output")
+    out.add_argument("--json", metavar="OUT.json", dest="json_out",
+                     help="write every figure (scores, decode health, options, problems) as JSON")
+    out.add_argument("--per-sample", metavar="OUT.jsonl",
+                     help="write one JSON line per sample: id, iou, intersection, union, areas, status, "
+                          "repairs (sort by iou to find the worst)")
+    ev.add_argument("--on-bad-line", choices=("skip", "fail"), default="skip",
+                    help="a malformed input line: report it with its line number and skip it (default), "
+                         "or stop with exit status 2")
+    ev.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    ev.set_defaults(func=_cmd_eval)
+
+
+def _add_show_parser(sub) -> None:
+    sh = sub.add_parser(
+        "show",
+        help="draw one answer over its image, or the N worst samples of an evaluation, as a PNG",
+        description=(
+            "(a) --text ANSWER_OR_FILE: decode one answer and draw it (label colours and legend, the I-SD "
+            "grid lines or the B-SD boxes, the ground-truth outline with --gt-rle) over --image or a "
+            "blank canvas of --image-size. (b) --worst N: evaluate --predictions against --ground-truth "
+            "as `segtext eval` does and lay out the N samples with the lowest IoU on one page."
+        ),
+    )
+    what = sh.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", metavar="ANSWER_OR_FILE",
+                      help="the answer text, or a file holding it ('-' reads stdin)")
+    what.add_argument("--worst", type=_positive_int, metavar="N",
+                      help="draw the N samples with the lowest IoU of an evaluation")
+    sh.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the PNG to write (atomically)")
+    one = sh.add_argument_group("one answer (--text)")
+    one.add_argument("--image-size", type=_image_size, metavar="HxW",
+                     help="image size in pixels (default: the size of --image or of --gt-rle)")
+    one.add_argument("--image", metavar="IMG", help="draw over this image (default: a blank canvas)")
+    one.add_argument("--gt-rle", metavar="JSON",
+                     help="ground truth to outline: a COCO RLE as a JSON string or a file")
+    many = sh.add_argument_group("worst samples (--worst)")
+    many.add_argument("--predictions", metavar="P", help="predictions JSON lines, as for `segtext eval`")
+    many.add_argument("--ground-truth", metavar="G", help="ground truth, as for `segtext eval`")
+    many.add_argument("--images", metavar="DIR",
+                      help="folder of the images, found by the ground truth's file_name (default: blank canvas)")
+    many.add_argument("--columns", type=_positive_int, default=4, help="tiles per row (default 4)")
+    many.add_argument("--on-bad-line", choices=("skip", "fail"), default="skip",
+                      help="a malformed input line: skip it (reported) or stop (default skip)")
+    _add_decode_options(sh)
+    sh.set_defaults(func=_cmd_show)
 
 
 def _version() -> str:
@@ -308,6 +414,319 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         msg += f"; skipped {len(skipped)} invalid annotation(s)"
     print(msg, file=sys.stderr)
     return 0
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def _report_problems(command: str, problems: list, limit: int = MAX_REPORTED) -> None:
+    """Print problems to stderr, at most ``limit`` of each kind, then how many more."""
+    by_kind: dict[str, list] = {}
+    for p in problems:
+        by_kind.setdefault(p.kind, []).append(p)
+    what = {"bad_line": "bad line", "bad_ground_truth": "bad ground truth",
+            "no_ground_truth": "no ground truth", "missing_prediction": "missing prediction"}
+    for kind, items in by_kind.items():
+        for p in items[:limit]:
+            print(f"segtext {command}: {what.get(kind, kind)}: {p}", file=sys.stderr)
+        if len(items) > limit:
+            print(f"segtext {command}: ... and {len(items) - limit} more {what.get(kind, kind)}(s)",
+                  file=sys.stderr)
+
+
+def _run_evaluation(args: argparse.Namespace, predictions: str, ground_truth: str, keep_answers: bool):
+    from segtext import evaluation as E
+
+    problems: list = []
+    try:
+        gts = E.load_ground_truth(ground_truth, args.on_bad_line, problems)
+    except E.EvaluationError as e:
+        raise CliError(f"ground truth: {e}") from None
+    if not gts:
+        raise CliError(f"ground truth: {ground_truth} holds no usable sample")
+    disable = getattr(args, "no_progress", False) or not sys.stderr.isatty()
+    with _progress(len(gts), disable) as bar:
+        bar.unit = "sample"
+        try:
+            res = E.evaluate(predictions, gts, format=args.format, mode=args.mode,
+                             grid_size=args.grid_size, upsample=args.upsample,
+                             resolution=args.resolution, box_format=args.box_format,
+                             on_bad_line=args.on_bad_line, keep_records=True,
+                             keep_answers=keep_answers, progress=bar.update)
+        except E.EvaluationError as e:
+            raise CliError(f"predictions: {e}") from None
+    # the ground truth was read here, so its problems are merged in front
+    res.problems[:0] = problems
+    res.health.bad_ground_truth = sum(p.kind == "bad_ground_truth" for p in problems)
+    return res, gts
+
+
+def _write_atomic_text(path: str, lines: Iterator[str]) -> None:
+    out = _AtomicOutput(path)
+    try:
+        for line in lines:
+            out.file.write(line)
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    for opt in (args.json_out, args.per_sample):  # fail before the work, not after it
+        if opt:
+            directory = os.path.dirname(os.path.abspath(opt))
+            if not os.path.isdir(directory):
+                raise CliError(f"output directory does not exist: {directory}")
+            if os.path.isdir(opt):
+                raise CliError(f"output is a directory: {opt}")
+    res, _ = _run_evaluation(args, args.predictions, args.ground_truth, keep_answers=False)
+    dt = time.perf_counter() - t0
+    _report_problems("eval", [p for p in res.problems if p.kind != "missing_prediction"])
+    missing = [p for p in res.problems if p.kind == "missing_prediction"]
+    _report_problems("eval", missing, limit=3)
+    for note in res.notes:
+        print(f"segtext eval: note: {note}", file=sys.stderr)
+
+    o = res.options
+    grid = "x".join(map(str, o["grid_size"])) if o["grid_size"] else "inferred"
+    header = (f"segtext eval: {args.predictions} against {args.ground_truth}\n"
+              f"format {o['format']}, mode {o['mode']}, grid {grid}, upsample {o['upsample']}"
+              + (f", B-SD resolution {o['resolution']}, boxes {o['box_format']}"
+                 if res.health.formats.get("bsd") or o["format"] == "bsd" else ""))
+    sys.stdout.write(header + "\n\n" + res.summary() + "\n")
+    sys.stdout.flush()
+
+    if args.json_out:
+        doc = res.to_dict()
+        doc["inputs"] = {"predictions": args.predictions, "ground_truth": args.ground_truth}
+        doc["seconds"] = dt
+        doc["segtext_version"] = _version()
+        _write_atomic_text(args.json_out, iter([json.dumps(doc, indent=2, ensure_ascii=False) + "\n"]))
+    if args.per_sample:
+        _write_atomic_text(args.per_sample, (json.dumps(r.to_dict(), ensure_ascii=False) + "\n"
+                                             for r in res.records))
+    rate = res.metrics["n"] / dt if dt > 0 else float("inf")
+    msg = f"segtext eval: {res.metrics['n']} samples in {dt:.2f} s ({rate:,.{0 if rate >= 100 else 1}f} samples/s)"
+    written = [p for p in (args.json_out, args.per_sample) if p]
+    if written:
+        msg += " -> " + ", ".join(written)
+    print(msg, file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- show
+
+
+def _read_text_arg(value: str) -> str:
+    """The answer: stdin for '-', a file's contents when ``value`` names a file, else ``value``."""
+    if value == "-":
+        return sys.stdin.read()
+    if os.path.isfile(value):
+        try:
+            with open(value, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CliError(f"cannot read --text file {value}: {e}") from None
+    return value
+
+
+def _read_gt_rle(value: str) -> dict:
+    if os.path.isfile(value):
+        try:
+            with open(value, encoding="utf-8") as f:
+                value = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CliError(f"cannot read --gt-rle file: {e}") from None
+        where = "--gt-rle file"
+    else:
+        where = "--gt-rle"
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise CliError(f"{where} is neither a file nor valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if isinstance(obj, dict) and "counts" not in obj:
+        obj = next((obj[k] for k in ("segmentation", "rle", "mask") if isinstance(obj.get(k), dict)), obj)
+    try:
+        st.coco.rle_runs(obj, "--gt-rle")
+    except (TypeError, ValueError) as e:
+        raise CliError(f"{where} is not a usable COCO RLE: {e}") from None
+    return obj
+
+
+def _open_image(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise CliError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise CliError(f"cannot read image {path}: {e}") from None
+
+
+def _save_png(img, path: str) -> None:
+    """Write ``img`` as PNG to a temporary file beside ``path`` and rename it over ``path``."""
+    target = os.path.abspath(path)
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise CliError(f"output directory does not exist: {directory}")
+    if os.path.isdir(target):
+        raise CliError(f"output is a directory: {path}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".segtext-", suffix=".png.part", dir=directory)
+    except OSError as e:
+        raise CliError(f"cannot write to {directory}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format="PNG")
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    if args.text is not None:
+        for opt in ("predictions", "ground_truth", "images"):
+            if getattr(args, opt) is not None:
+                raise CliError(f"--{opt.replace('_', '-')} goes with --worst, not --text")
+        return _show_one(args)
+    for opt in ("image_size", "image", "gt_rle"):
+        if getattr(args, opt) is not None:
+            raise CliError(f"--{opt.replace('_', '-')} goes with --text, not --worst")
+    if args.predictions is None or args.ground_truth is None:
+        raise CliError("--worst needs --predictions and --ground-truth")
+    return _show_worst(args)
+
+
+def _show_one(args: argparse.Namespace) -> int:
+    from segtext import evaluation as E
+    from segtext import viz
+
+    text = _read_text_arg(args.text)
+    gt_rle = _read_gt_rle(args.gt_rle) if args.gt_rle is not None else None
+    image = _open_image(args.image) if args.image is not None else None
+    sizes = {}
+    if args.image_size is not None:
+        sizes["--image-size"] = tuple(args.image_size)
+    if image is not None:
+        sizes["--image"] = (image.height, image.width)
+    if gt_rle is not None:
+        sizes["--gt-rle"] = tuple(int(v) for v in gt_rle["size"])
+    if not sizes:
+        raise CliError("give the image size: --image-size HxW (or --image, or --gt-rle)")
+    if len(set(sizes.values())) > 1:
+        raise CliError("the sizes disagree: " + ", ".join(f"{k} {h}x{w}" for k, (h, w) in sizes.items()))
+    size = next(iter(sizes.values()))
+    dec = E.decode_answer(text, size, format=args.format, mode=args.mode, grid_size=args.grid_size,
+                          upsample=args.upsample, resolution=args.resolution, box_format=args.box_format)
+    pred, labels = dec.label_map()
+    gs = dec.grid_size if dec.error is None else None
+    if gs is not None and (gs[0] > size[0] or gs[1] > size[1]):
+        gs = None  # more cells than pixels: no grid lines to draw
+    gt = E.rle_to_mask(gt_rle) if gt_rle is not None else None
+    try:
+        img = viz.overlay(pred, image=image, labels=labels, grid_size=gs, boxes=dec.boxes() or None, gt=gt)
+    except (ValueError, TypeError) as e:
+        raise CliError(f"cannot draw the answer: {e}") from None
+    _save_png(img, args.output)
+
+    what = {"rrle": "R-RLE", "isd": "I-SD", "irle": "I-RLE", "bsd": "B-SD", "none": "no mask"}[dec.format]
+    if gs is not None:
+        what += f" {gs[0]}x{gs[1]}"
+    if dec.objects is not None:
+        what += f", {len(dec.objects.objects)} object(s)"
+    msg = f"segtext show: {what}, {dec.status}"
+    if dec.error is not None:
+        msg += f" ({dec.error})"
+    if dec.repairs:
+        kinds = ", ".join(f"{k} x{n}" if n > 1 else k for k, n in
+                          sorted(_count(r.kind for r in dec.repairs).items()))
+        msg += f": {len(dec.repairs)} repair(s) ({kinds})"
+    if gt is not None:
+        s = dec.score(gt_rle)
+        msg += f"; IoU {s.iou:.4f} against --gt-rle"
+    print(msg + f" -> {args.output}", file=sys.stderr)
+    for r in dec.repairs[:MAX_REPORTED]:
+        print(f"segtext show:   {r}", file=sys.stderr)
+    if len(dec.repairs) > MAX_REPORTED:
+        print(f"segtext show:   ... and {len(dec.repairs) - MAX_REPORTED} more", file=sys.stderr)
+    return 0
+
+
+def _count(items) -> dict:
+    out: dict = {}
+    for k in items:
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
+def _show_worst(args: argparse.Namespace) -> int:
+    from segtext import evaluation as E
+    from segtext import viz
+
+    if args.images is not None and not os.path.isdir(args.images):
+        raise CliError(f"--images is not a folder: {args.images}")
+    res, gts = _run_evaluation(args, args.predictions, args.ground_truth, keep_answers=True)
+    _report_problems("show", [p for p in res.problems if p.kind != "missing_prediction"])
+    worst = res.worst(args.worst)
+    samples = []
+    no_image = 0
+    for rec in worst:
+        gt = gts[rec.id if isinstance(rec.id, str) else str(rec.id)]
+        if rec.answer is not None:
+            dec = E.decode_answer(rec.answer, gt.image_size, format=args.format, mode=args.mode,
+                                  grid_size=args.grid_size, upsample=args.upsample,
+                                  resolution=args.resolution, box_format=args.box_format)
+            pred = dec.mask()
+        else:
+            pred = np.zeros(gt.image_size, bool)
+        image = None
+        if args.images is not None:
+            image = _find_image(args.images, gt)
+            if image is None:
+                no_image += 1
+        title = f"{rec.id}  IoU {rec.iou:.3f}  {rec.status}"
+        if rec.repairs:
+            title += "\n" + ", ".join(sorted(rec.repairs))
+        samples.append({"pred": pred, "gt": gt.mask(), "image": image, "title": title})
+    page = viz.worst_page(samples, columns=args.columns,
+                          title=f"{len(samples)} worst of {res.metrics['n']} samples by IoU "
+                                f"(cIoU {100 * res.metrics['ciou']:.2f}, gIoU {100 * res.metrics['giou']:.2f})")
+    _save_png(page, args.output)
+    if no_image:
+        print(f"segtext show: {no_image} sample(s) drawn on a blank canvas: no matching image in {args.images}",
+              file=sys.stderr)
+    print(f"segtext show: {len(samples)} worst of {res.metrics['n']} samples "
+          f"(IoU {worst[0].iou:.3f} to {worst[-1].iou:.3f}) -> {args.output}" if worst else
+          f"segtext show: no samples -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _find_image(folder: str, gt):
+    """The image of a ground truth in ``folder`` as an RGB array, or None when absent or of another size."""
+    names = []
+    if gt.file_name:
+        names += [gt.file_name, os.path.basename(gt.file_name)]
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            try:
+                img = _open_image(path)
+            except CliError as e:
+                print(f"segtext show: {e}", file=sys.stderr)
+                return None
+            if (img.height, img.width) != tuple(gt.image_size):
+                print(f"segtext show: {path} is {img.height}x{img.width}, the ground truth "
+                      f"{gt.image_size[0]}x{gt.image_size[1]}; drawn on a blank canvas", file=sys.stderr)
+                return None
+            return np.asarray(img)
+    return None
 
 
 # ----------------------------------------------------------------------------- entry point

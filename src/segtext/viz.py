@@ -254,7 +254,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    _, _, x1, y1 = draw.textbbox((0, 0), text, font=font)
     return x1, y1  # from the origin, so ascent padding is kept
 
 
