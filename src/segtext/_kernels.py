@@ -502,26 +502,33 @@ def decode_coco_counts_batch(buf, offsets):
 
 @njit(cache=True)
 def mask_bbox(mask):
-    """Tight box ``(y0, y1, x0, x1)`` (ends exclusive) of the non-zero pixels; ``y0 = -1`` if none."""
+    """Tight box ``(y0, y1, x0, x1)`` (ends exclusive) of the non-zero pixels; ``y0 = -1`` if none.
+
+    One pass that ORs every row into a column accumulator and reduces each row, two loops
+    the compiler vectorises.
+    """
     H, W = mask.shape
+    cols = np.zeros(W, np.uint8)
     y0 = -1
     y1 = 0
-    x0 = W
-    x1 = 0
     for y in range(H):
-        first = -1
-        last = -1
+        acc = 0
         for x in range(W):
-            if mask[y, x] != 0:
-                if first < 0:
-                    first = x
-                last = x
-        if first >= 0:
+            v = 1 if mask[y, x] != 0 else 0
+            cols[x] |= v
+            acc |= v
+        if acc:
             if y0 < 0:
                 y0 = y
             y1 = y + 1
-            x0 = min(x0, first)
-            x1 = max(x1, last + 1)
+    if y0 < 0:
+        return -1, 0, 0, 0
+    x0 = 0
+    while cols[x0] == 0:
+        x0 += 1
+    x1 = W
+    while cols[x1 - 1] == 0:
+        x1 -= 1
     return y0, y1, x0, x1
 
 
@@ -583,58 +590,77 @@ def rle_crop_grid(counts, H, y0, y1, x0, x1, S, policy, threshold, py, px):
 
 
 @njit(cache=True)
-def _emit_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off, out, write):
+def brick_runs(grid, max_run, row_wise):
+    """Bricks of an S x S grid as ``(kinds, lengths)``: runs of equal cells (0 background, 1
+    foreground) in raster order, restarting at each row when ``row_wise``, split at ``max_run``."""
     S0, S1 = grid.shape
-    flat = grid.reshape(S0 * S1)
-    n = flat.shape[0]
-    row = S1 if row_wise else n
-    p = 0
-    bricks = 0
-    i = 0
-    while i < n:
-        stop = min(n, (i // row + 1) * row)
-        kind = 1 if flat[i] != 0 else 0
-        j = i + 1
-        while j < stop and (flat[j] != 0) == (kind == 1):
-            j += 1
-        left = j - i
-        while left > 0:
-            k = min(left, max_run)
-            left -= k
-            a = pre_off[kind]
-            b = pre_off[kind + 1]
-            if write:
-                out[p : p + b - a] = pre[a:b]
-            p += b - a
-            d = _n_digits(k)
-            if write:
-                q = p + d - 1
-                v = k
-                while q >= p:
-                    out[q] = _D0 + v % 10
-                    v //= 10
-                    q -= 1
-            p += d
-            a = post_off[kind]
-            b = post_off[kind + 1]
-            if write:
-                out[p : p + b - a] = post[a:b]
-            p += b - a
-            bricks += 1
-        i = j
-    return p, bricks
+    n = S0 * S1
+    kinds = np.empty(n, np.uint8)
+    lengths = np.empty(n, np.int64)
+    m = 0
+    run = 0
+    kind = 0
+    for r in range(S0):
+        for c in range(S1):
+            v = 1 if grid[r, c] != 0 else 0
+            if run > 0 and (v != kind or run == max_run or (c == 0 and row_wise)):
+                kinds[m] = kind
+                lengths[m] = run
+                m += 1
+                run = 0
+            kind = v
+            run += 1
+    kinds[m] = kind
+    lengths[m] = run
+    m += 1
+    return kinds[:m], lengths[:m]
 
 
 @njit(cache=True)
 def encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off):
-    """Brick tokens of an S x S 0/1 grid: runs in raster order (restarting at each row when
-    ``row_wise``), split at ``max_run``; a token is ``pre[kind] + k + post[kind]`` with kind 0
-    background, 1 foreground. Returns ``(bytes, n_bricks)``."""
-    size, n = _emit_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off,
-                           np.empty(0, np.uint8), False)
+    """Brick tokens of an S x S 0/1 grid (see :func:`brick_runs`); a token is
+    ``pre[kind] + k + post[kind]``. Returns ``(bytes, n_bricks)``."""
+    kinds, lengths = brick_runs(grid, max_run, row_wise)
+    m = kinds.shape[0]
+    size = 0
+    for t in range(m):
+        kd = kinds[t]
+        size += (pre_off[kd + 1] - pre_off[kd]) + _n_digits(lengths[t]) + (post_off[kd + 1] - post_off[kd])
     out = np.empty(size, np.uint8)
-    _emit_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off, out, True)
-    return out, n
+    p = 0
+    for t in range(m):
+        kd = kinds[t]
+        a = pre_off[kd]
+        b = pre_off[kd + 1]
+        out[p : p + b - a] = pre[a:b]
+        p += b - a
+        k = lengths[t]
+        d = _n_digits(k)
+        q = p + d - 1
+        while q >= p:
+            out[q] = _D0 + k % 10
+            k //= 10
+            q -= 1
+        p += d
+        a = post_off[kd]
+        b = post_off[kd + 1]
+        out[p : p + b - a] = post[a:b]
+        p += b - a
+    return out, m
+
+
+@njit(cache=True)
+def paste_or(grid, t4s, out):
+    """OR a grid, expanded to ``out``'s size (exact geometry, or Text4Seg's rule), into ``out``."""
+    H, W = out.shape
+    h, w = grid.shape
+    ry = floor_index(H, h) if t4s else cell_index(H, h)
+    cx = floor_index(W, w) if t4s else cell_index(W, w)
+    for y in range(H):
+        r = ry[y]
+        for x in range(W):
+            if grid[r, cx[x]] != 0:
+                out[y, x] = 1
 
 
 @njit(cache=True)

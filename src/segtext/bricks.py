@@ -198,10 +198,19 @@ def _mask_source(mask: Any, image_size: tuple[int, int], where: str):
 
 
 def _tight_box(kind: str, data: np.ndarray, H: int) -> tuple[int, int, int, int] | None:
-    y0, y1, x0, x1 = K.rle_bbox(data, H) if kind == "rle" else K.mask_bbox(data)
+    if kind == "rle":
+        y0, y1, x0, x1 = K.rle_bbox(data, H)
+    elif _column_major(data):  # e.g. pycocotools' masks: read along memory, swap the axes back
+        x0, x1, y0, y1 = K.mask_bbox(data.T)
+    else:
+        y0, y1, x0, x1 = K.mask_bbox(data)
     if y0 < 0:
         return None
     return int(x0), int(y0), int(x1), int(y1)
+
+
+def _column_major(a: np.ndarray) -> bool:
+    return a.flags.f_contiguous and not a.flags.c_contiguous
 
 
 def box_from_mask(mask: Any) -> tuple[int, int, int, int]:
@@ -359,6 +368,8 @@ def encode_bsd(
         px = pillow_index(x1 - x0, S) if code == 0 else _EMPTY
         if kind == "rle":
             grid = K.rle_crop_grid(data, H, y0, y1, x0, x1, S, code, float(threshold), py, px)
+        elif _column_major(data):  # the cell policies treat both axes alike: work transposed
+            grid = K.crop_grid(data.T, x0, x1, y0, y1, S, code, float(threshold), px, py).T.copy()
         else:
             grid = K.crop_grid(data, y0, y1, x0, x1, S, code, float(threshold), py, px)
         bricks, _ = K.encode_bricks(grid, int(max_run), bool(row_wise), pre, pre_off, post, post_off)
@@ -381,13 +392,28 @@ class BsdObject:
         label: the text between the ref tags.
         box: ``(x1, y1, x2, y2)`` in pixel edges (``x2`` = last column + 1).
         bricks: ``(S, S)`` bool grid of the mask inside the box.
-        mask: ``(H, W)`` bool mask in the image.
+        image_size: ``(H, W)`` of the image.
+        mask: ``(H, W)`` bool mask in the image, built from the bricks when first read.
     """
 
     label: str
     box: tuple[int, int, int, int]
     bricks: np.ndarray
-    mask: np.ndarray
+    image_size: tuple[int, int]
+
+    @property
+    def mask(self) -> np.ndarray:
+        cached = self.__dict__.get("_mask")
+        if cached is None:
+            cached = np.zeros(self.image_size, np.uint8)
+            _paste(self, cached)
+            cached = self.__dict__["_mask"] = cached.view(bool)
+        return cached
+
+
+def _paste(obj: BsdObject, canvas: np.ndarray) -> None:
+    x0, y0, x1, y1 = obj.box
+    K.paste_or(obj.bricks.view(np.uint8), False, canvas[y0:y1, x0:x1])
 
 
 @dataclass
@@ -414,8 +440,12 @@ class DecodedObjects:
         return not self.repairs
 
     def mask(self) -> np.ndarray:
-        """Union of all object masks, ``(H, W)`` bool (all False without objects)."""
-        return merge_objects(self.objects, self.image_size)
+        """Union of all object masks, ``(H, W)`` bool (all False without objects); each
+        object's bricks are pasted straight into one canvas."""
+        canvas = np.zeros(self.image_size, np.uint8)
+        for obj in self.objects:
+            _paste(obj, canvas)
+        return canvas.view(bool)
 
 
 def merge_objects(objects: Sequence[BsdObject], image_size: tuple[int, int],
@@ -434,8 +464,8 @@ def merge_objects(objects: Sequence[BsdObject], image_size: tuple[int, int],
 
     Example:
         >>> import numpy as np, segtext as st
-        >>> a = st.BsdObject("cat", (0, 0, 1, 1), np.ones((1, 1), bool), np.array([[1, 0]], bool))
-        >>> b = st.BsdObject("dog", (1, 0, 2, 1), np.ones((1, 1), bool), np.array([[0, 1]], bool))
+        >>> a = st.BsdObject("cat", (0, 0, 1, 1), np.ones((1, 1), bool), (1, 2))
+        >>> b = st.BsdObject("dog", (1, 0, 2, 1), np.ones((1, 1), bool), (1, 2))
         >>> st.merge_objects([a, b], (1, 2)).tolist(), st.merge_objects([a, b], (1, 2), ["others", "cat", "dog"]).tolist()
         ([[True, True]], [[1, 2]])
     """
@@ -645,10 +675,7 @@ def decode_bsd(
         if box is None:
             continue
         grid = _parse_bricks(text[body_at:seg_end], body_at, S, int(max_run), bool(row_wise), tokens, log)
-        x0, y0, x1, y1 = box
-        canvas = np.zeros((H, W), np.uint8)
-        K.expand(grid, False, canvas[y0:y1, x0:x1])
-        objects.append(BsdObject(label, box, grid.view(bool), canvas.view(bool)))
+        objects.append(BsdObject(label, box, grid.view(bool), (H, W)))
     return DecodedObjects(objects, (H, W), log.repairs)
 
 

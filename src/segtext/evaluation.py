@@ -75,6 +75,7 @@ from typing import Any
 
 import numpy as np
 
+from segtext._validate import grid_size_arg, image_size_arg
 from segtext.bricks import BOX_FORMATS, DecodedObjects, decode_bsd, merge_objects
 from segtext.coco import load_annotations, rle_runs, rles_runs, to_rle
 from segtext.grid import grid_to_mask
@@ -319,8 +320,10 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
 
     def worst(self, n: int) -> list[SampleRecord]:
-        """The ``n`` records with the lowest IoU (ties in input order)."""
-        order = sorted(range(len(self.records)), key=lambda i: (self.records[i].iou, i))
+        """The ``n`` records with the lowest IoU; among equal IoUs the larger union first (the
+        bigger miss), then input order."""
+        r = self.records
+        order = sorted(range(len(r)), key=lambda i: (r[i].iou, -r[i].union, i))
         return [self.records[i] for i in order[:n]]
 
     def to_dict(self) -> dict:
@@ -467,18 +470,7 @@ def _check_options(format: str, mode: str, upsample: str | None, grid_size: Any,
         raise ValueError(f"box_format must be one of {tuple(BOX_FORMATS)}, got {box_format!r}")
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
         raise ValueError(f"resolution must be a positive int, got {resolution!r}")
-    size = None
-    if grid_size is not None:
-        if isinstance(grid_size, (int, np.integer)) and not isinstance(grid_size, bool):
-            grid_size = (grid_size, grid_size)
-        try:
-            h, w = (int(v) for v in grid_size)
-        except (TypeError, ValueError):
-            raise ValueError(f"grid_size must be an int or (h, w), got {grid_size!r}") from None
-        if h < 1 or w < 1:
-            raise ValueError(f"grid_size must be positive, got {grid_size!r}")
-        size = (h, w)
-    return upsample, size
+    return upsample, None if grid_size is None else grid_size_arg(grid_size)
 
 
 def decode_answer(
@@ -512,8 +504,7 @@ def decode_answer(
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
     upsample, size = _check_options(format, mode, upsample, grid_size, resolution, box_format)
-    H, W = (int(v) for v in image_size)
-    return _decode(text, (H, W), format, mode, size, upsample, resolution, box_format)
+    return _decode(text, image_size_arg(image_size), format, mode, size, upsample, resolution, box_format)
 
 
 def _decode(text: str, image_size: tuple[int, int], format: str, mode: str,
@@ -607,23 +598,11 @@ def read_predictions(
         if problems is not None:
             problems.append(p)
 
-    def records() -> Iterator[tuple[int, Any, str | None]]:
-        if isinstance(source, (str, os.PathLike)):
-            for n, text, err in _lines(source):
-                if err is not None:
-                    yield n, None, err
-                    continue
-                if not text.strip():
-                    continue
-                try:
-                    yield n, json.loads(text), None
-                except json.JSONDecodeError as e:
-                    yield n, None, f"not valid JSON (column {e.colno}: {e.msg})"
-        else:
-            for n, item in enumerate(source, 1):
-                yield n, item, None
-
-    for n, obj, err in records():
+    if isinstance(source, (str, os.PathLike)):
+        records: Iterable[tuple[int, Any, str | None]] = _jsonl_entries(source)
+    else:
+        records = ((n, item, None) for n, item in enumerate(source, 1))
+    for n, obj, err in records:
         if err is not None:
             bad(n, None, err + "; skipped")
             continue
@@ -695,6 +674,8 @@ def _gt_from_record(obj: Any) -> GroundTruth:
 def _read_json(path: str | os.PathLike) -> tuple[Any, bool]:
     """(parsed JSON, True) of a JSON file, or (None, False) when it is JSON Lines."""
     name = os.fspath(path)
+    if name.endswith((".jsonl", ".ndjson")):
+        return None, False
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -704,8 +685,6 @@ def _read_json(path: str | os.PathLike) -> tuple[Any, bool]:
         raise EvaluationError(f"is a directory, expected a file: {name}") from None
     except OSError as e:
         raise EvaluationError(f"cannot read {name}: {e.strerror}") from None
-    if name.endswith((".jsonl", ".ndjson")):
-        return None, False
     try:
         return json.loads(raw), True
     except UnicodeDecodeError as e:
@@ -726,8 +705,10 @@ def load_ground_truth(
     Args:
         source: a COCO instances / results JSON file (a ``.jsonl`` / ``.ndjson`` name, or a
             file holding more than one JSON value, is read as JSON Lines; see the module
-            docstring), a parsed COCO instances dict, or an iterable of JSONL-style dicts
-            (``id``, ``segmentation``, ``image_size``) or :class:`GroundTruth` objects.
+            docstring), parsed COCO JSON, or an iterable of JSONL-style dicts (``id``,
+            ``segmentation``, ``image_size``) or :class:`GroundTruth` objects. A list whose
+            items all have an ``id`` is read as JSONL-style records (so ``null`` marks a
+            no-target sample); other lists as COCO results, ids defaulting to the position.
         on_bad_line: ``"skip"`` an entry that cannot be used (reported in ``problems``) or
             ``"fail"`` (raise).
         problems: receives a :class:`Problem` per skipped entry.
@@ -761,19 +742,18 @@ def load_ground_truth(
         else:
             out[k] = gt
 
-    data: Any = None
-    coco = False
-    if isinstance(source, (str, os.PathLike)):
-        data, coco = _read_json(source)
-        if coco and isinstance(data, dict) and "annotations" not in data and "id" in data:
-            coco = False  # a one-line JSONL file
-            entries: Iterable[tuple[int, Any, str | None]] = [(1, data, None)]
-        elif not coco:
-            entries = _jsonl_entries(source)
-    elif isinstance(source, dict):
-        data, coco = source, True
-    else:
-        entries = ((n, item, None) for n, item in enumerate(source, 1))
+    entries: Iterable[tuple[int, Any, str | None]] = ()
+    data, coco = (_read_json(source) if isinstance(source, (str, os.PathLike))
+                  else (source, isinstance(source, (dict, list))))
+    if not coco:
+        entries = (_jsonl_entries(source) if isinstance(source, (str, os.PathLike))
+                   else ((n, item, None) for n, item in enumerate(source, 1)))
+    elif isinstance(data, dict) and "annotations" not in data and "id" in data:
+        coco, entries = False, [(1, data, None)]  # a JSONL file of one line
+    elif isinstance(data, list) and data and all(isinstance(a, GroundTruth) or (isinstance(a, dict) and "id" in a)
+                                                    for a in data):
+        # records with ids: read as JSONL-style entries, which also allow no-target samples
+        coco, entries = False, ((n, item, None) for n, item in enumerate(data, 1))
 
     if coco:
         skipped: list = []
@@ -820,16 +800,19 @@ def load_ground_truth(
 
 
 def _jsonl_entries(path: str | os.PathLike) -> Iterator[tuple[int, Any, str | None]]:
+    """``(line number, parsed JSON or None, error or None)`` per non-blank line of a JSONL file."""
     for n, text, err in _lines(path):
         if err is not None:
             yield n, None, err
             continue
+        text = text.rstrip("\r\n")
         if not text.strip():
             continue
         try:
             yield n, json.loads(text), None
         except json.JSONDecodeError as e:
-            yield n, None, f"not valid JSON (column {e.colno}: {e.msg})"
+            where = "column" if e.msg.endswith(" at") else "at column"
+            yield n, None, f"not valid JSON: {e.msg} {where} {e.colno}"
 
 
 def _decode_runs(gts: dict[str, GroundTruth], bad: Callable[[int | None, Any, str], None]) -> None:
@@ -983,6 +966,9 @@ def evaluate(
     if bsd_in_t4s:
         notes.append(f"t4s mode reproduces Text4Seg's R-RLE decoder only; {bsd_in_t4s} B-SD "
                      "answer(s) were decoded in repair mode")
+    if mode == "t4s" and size is None and grid_sizes:
+        notes.append("t4s mode without grid_size (--grid-size) infers the grid from each answer; Text4Seg "
+                     "pads or truncates every answer to one fixed size: pass it to reproduce its numbers")
     if size is None and len(grid_sizes) > 1:
         notes.append(f"R-RLE answers decoded at {len(grid_sizes)} different inferred grid sizes; "
                      "pass grid_size (--grid-size) to hold them to one")
