@@ -654,10 +654,11 @@ def decode_bsd(
         nxt = _next_block(text, sp, box_at + len(sp.box_open), n, boxes=True)
         seg_at = _find(text, sp.seg_open, box_at, nxt)
         box_end = _find(text, sp.box_close, box_at, seg_at)
+        box_text = text[box_at + len(sp.box_open):min(box_end, seg_at)]
+        box = _parse_box(box_text, box_at + len(sp.box_open), sp, H, W, log)
         if box_end == seg_at and seg_at < nxt:
             log.add("missing_box_close", seg_at, "the box is not closed; read up to '<seg>'",
                     expected=repr(sp.box_close), found=repr(text[seg_at:seg_at + 10]))
-        box_text = text[box_at + len(sp.box_open):min(box_end, seg_at)]
         if seg_at >= nxt:
             log.add("missing_seg", min(box_end + len(sp.box_close), n), f"object {label!r} has no bricks; dropped",
                     expected=repr(sp.seg_open), found=repr(text[box_end:box_end + 10]))
@@ -671,7 +672,6 @@ def decode_bsd(
             pos = nxt
         else:
             pos = seg_end + len(sp.seg_close)
-        box = _parse_box(box_text, box_at + len(sp.box_open), sp, H, W, log)
         if box is None:
             continue
         grid = _parse_bricks(text[body_at:seg_end], body_at, S, int(max_run), bool(row_wise), tokens, log)

@@ -114,6 +114,6 @@ class RepairLog:
 
     def add(self, kind: str, offset: int, message: str, expected: str = "", found: str = "") -> None:
         line, column = self.position(offset)
-        if self.strict:
-            raise DecodeError(kind, message, line, column, expected, found)
+        if self.strict:  # say what is wrong, not what repair mode would have done about it
+            raise DecodeError(kind, message.split("; ")[0], line, column, expected, found)
         self.repairs.append(Repair(kind, message, line, column))
