@@ -651,16 +651,28 @@ def encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off):
 
 @njit(cache=True)
 def paste_or(grid, t4s, out):
-    """OR a grid, expanded to ``out``'s size (exact geometry, or Text4Seg's rule), into ``out``."""
+    """OR a grid, expanded to ``out``'s size (exact geometry, or Text4Seg's rule), into ``out``.
+
+    Each grid row is expanded once into a row buffer (constant spans), which is then ORed
+    into every pixel row it covers.
+    """
     H, W = out.shape
     h, w = grid.shape
     ry = floor_index(H, h) if t4s else cell_index(H, h)
     cx = floor_index(W, w) if t4s else cell_index(W, w)
+    cb = cell_bounds(cx, w)
+    row = np.empty(W, np.uint8)
+    last = -1
     for y in range(H):
         r = ry[y]
+        if r != last:
+            for c in range(w):
+                v = 1 if grid[r, c] != 0 else 0
+                for x in range(cb[c], cb[c + 1]):
+                    row[x] = v
+            last = r
         for x in range(W):
-            if grid[r, cx[x]] != 0:
-                out[y, x] = 1
+            out[y, x] |= row[x]
 
 
 @njit(cache=True)
@@ -713,6 +725,133 @@ def parse_bricks(body, pre, pre_off, post, post_off, S, max_run, row_wise):
             flat[q] = kind
         filled += k
     return filled == total, grid
+
+
+@njit(cache=True)
+def _find_bytes(body, tag, start, stop):
+    """First index ``>= start`` where ``tag`` starts and ends by ``stop``, or -1."""
+    m = tag.shape[0]
+    for p in range(start, stop - m + 1):
+        if body[p] == tag[0]:
+            ok = True
+            for k in range(1, m):
+                if body[p + k] != tag[k]:
+                    ok = False
+                    break
+            if ok:
+                return p
+    return -1
+
+
+@njit(cache=True)
+def _expect(body, p, tag):
+    """Index after ``tag`` if it stands at ``p``, else -1."""
+    m = tag.shape[0]
+    if p + m > body.shape[0]:
+        return -1
+    for k in range(m):
+        if body[p + k] != tag[k]:
+            return -1
+    return p + m
+
+
+@njit(cache=True)
+def _number(body, p):
+    """``(value, end)`` of 1..9 ASCII digits at ``p``; ``end = -1`` when there are none."""
+    n = body.shape[0]
+    v = 0
+    q = p
+    while q < n and q - p < 9 and body[q] >= _D0 and body[q] <= _D9:
+        v = v * 10 + (body[q] - _D0)
+        q += 1
+    if q == p or (q < n and body[q] >= _D0 and body[q] <= _D9):
+        return 0, -1
+    return v, q
+
+
+@njit(cache=True)
+def parse_bsd(body, tags, seps, pre, pre_off, post, post_off, S, max_run, row_wise, hi_x, hi_y):
+    """Fast path of the B-SD decoder: blocks exactly as the encoder writes them.
+
+    ``tags`` holds the six tags (ref, /ref, box, /box, seg, /seg) as bytes with offsets in
+    ``tags[1]``; ``seps`` the five separators of the box spelling ("[", ",", ",", ",", "]"
+    or "(", ",", "),(", ",", ")"). Text outside blocks is skipped. Returns ``(ok, spans,
+    boxes, grids)``: label byte spans, boxes as written, and the S x S brick grids; ``ok`` is
+    False at the first deviation (the caller then runs the repairing parser).
+    """
+    buf, off = tags
+    sbuf, soff = seps
+    ref_o = buf[off[0] : off[1]]
+    ref_c = buf[off[1] : off[2]]
+    box_o = buf[off[2] : off[3]]
+    box_c = buf[off[3] : off[4]]
+    seg_o = buf[off[4] : off[5]]
+    seg_c = buf[off[5] : off[6]]
+    n = body.shape[0]
+    cap = 0
+    p = _find_bytes(body, seg_o, 0, n)
+    while p >= 0:
+        cap += 1
+        p = _find_bytes(body, seg_o, p + 1, n)
+    spans = np.empty((cap, 2), np.int64)
+    boxes = np.empty((cap, 4), np.int64)
+    grids = np.zeros((cap, S, S), np.uint8)
+    fail = (False, spans[:0], boxes[:0], grids[:0])
+    m = 0
+    p = 0
+    while True:
+        r = _find_bytes(body, ref_o, p, n)
+        b = _find_bytes(body, box_o, p, n if r < 0 else r)
+        if b >= 0:
+            return fail  # a box without its ref
+        if r < 0:
+            break
+        if m == cap:
+            return fail
+        start = r + ref_o.shape[0]
+        q = _find_bytes(body, ref_c, start, n)
+        if q < 0 or q == start:
+            return fail
+        if _find_bytes(body, ref_o, start, q) >= 0 or _find_bytes(body, box_o, start, q) >= 0:
+            return fail
+        spans[m, 0] = start
+        spans[m, 1] = q
+        p = _expect(body, q + ref_c.shape[0], box_o)
+        if p < 0:
+            return fail
+        for k in range(4):
+            p = _expect(body, p, sbuf[soff[k] : soff[k + 1]])
+            if p < 0:
+                return fail
+            v, p = _number(body, p)
+            if p < 0:
+                return fail
+            boxes[m, k] = v
+        p = _expect(body, p, sbuf[soff[4] : soff[5]])
+        if p < 0:
+            return fail
+        p = _expect(body, p, box_c)
+        if p < 0:
+            return fail
+        p = _expect(body, p, seg_o)
+        if p < 0:
+            return fail
+        e = _find_bytes(body, seg_c, p, n)
+        if e < 0:
+            return fail
+        x1 = boxes[m, 0]
+        y1 = boxes[m, 1]
+        x2 = boxes[m, 2]
+        y2 = boxes[m, 3]
+        if x2 < x1 or y2 < y1 or x2 > hi_x or y2 > hi_y:
+            return fail
+        ok, grid = parse_bricks(body[p:e], pre, pre_off, post, post_off, S, max_run, row_wise)
+        if not ok:
+            return fail
+        grids[m] = grid
+        m += 1
+        p = e + seg_c.shape[0]
+    return True, spans[:m], boxes[:m], grids[:m]
 
 
 # --------------------------------------------------------------------------- metrics

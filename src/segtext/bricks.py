@@ -272,6 +272,40 @@ def _token_table(fg_token: str, bg_token: str):
     return pre, pre_off, post, post_off, pattern, (bpre, fpre), (bpost, fpost)
 
 
+def _byte_table(parts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    encoded = [t.encode("utf-8") for t in parts]
+    off = np.zeros(len(encoded) + 1, np.int64)
+    np.cumsum([len(e) for e in encoded], out=off[1:])
+    return np.frombuffer(b"".join(encoded), np.uint8), off
+
+
+@lru_cache(maxsize=8)
+def _spelling_tables(box_format: str):
+    sp = BOX_FORMATS[box_format]
+    seps = ("(", ",", "),(", ",", ")") if sp.pairs else ("[", ",", ",", ",", "]")
+    return _byte_table(sp.tags), _byte_table(seps)
+
+
+def _fast_bsd(text: str, box_format: str, S: int, max_run: int, row_wise: bool, tokens,
+              H: int, W: int) -> list[BsdObject] | None:
+    """Objects of a text whose blocks are exactly as :func:`encode_bsd` writes them, else None."""
+    sp = BOX_FORMATS[box_format]
+    pre, pre_off, post, post_off, *_ = tokens
+    raw = text.encode("utf-8")
+    hi_x, hi_y = (W, H) if sp.scale is None else (sp.scale, sp.scale)
+    ok, spans, boxes, grids = K.parse_bsd(np.frombuffer(raw, np.uint8), *_spelling_tables(box_format),
+                                          pre, pre_off, post, post_off, S, max_run, row_wise, hi_x, hi_y)
+    if not ok:
+        return None
+    objects = []
+    for (a, b), q, grid in zip(spans.tolist(), boxes.tolist(), grids):
+        box = tuple(q) if sp.scale is None else dequantize_box(q, (H, W), sp.scale)
+        if box[2] <= box[0] or box[3] <= box[1]:
+            return None
+        objects.append(BsdObject(raw[a:b].decode("utf-8"), box, grid.view(bool), (H, W)))
+    return objects
+
+
 def _checked_args(resolution: int, max_run: int, box_format: str) -> _Spelling:
     for name, v in (("resolution", resolution), ("max_run", max_run)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -618,6 +652,9 @@ def decode_bsd(
         raise ValueError(f"mode must be 'strict' or 'repair', got {mode!r}")
     tokens = _token_table(fg_token, bg_token)
     S = int(resolution)
+    fast = _fast_bsd(text, box_format, S, int(max_run), bool(row_wise), tokens, H, W)
+    if fast is not None:
+        return DecodedObjects(fast, (H, W), [])
     log = RepairLog(text, strict=mode == "strict")
     sp = spelling
     objects: list[BsdObject] = []
