@@ -656,7 +656,13 @@ def decode_bsd(
     if fast is not None:
         return DecodedObjects(fast, (H, W), [])
     log = RepairLog(text, strict=mode == "strict")
-    sp = spelling
+    objects = _decode_blocks(text, spelling, S, int(max_run), bool(row_wise), tokens, H, W, log)
+    return DecodedObjects(objects, (H, W), log.repairs)
+
+
+def _decode_blocks(text: str, sp: _Spelling, S: int, max_run: int, row_wise: bool, tokens,
+                   H: int, W: int, log: RepairLog) -> list[BsdObject]:
+    """The repairing block parser (any text); every fix goes to ``log``."""
     objects: list[BsdObject] = []
     n = len(text)
     pos = 0
@@ -711,9 +717,9 @@ def decode_bsd(
             pos = seg_end + len(sp.seg_close)
         if box is None:
             continue
-        grid = _parse_bricks(text[body_at:seg_end], body_at, S, int(max_run), bool(row_wise), tokens, log)
+        grid = _parse_bricks(text[body_at:seg_end], body_at, S, max_run, row_wise, tokens, log)
         objects.append(BsdObject(label, box, grid.view(bool), (H, W)))
-    return DecodedObjects(objects, (H, W), log.repairs)
+    return objects
 
 
 def _next_block(text: str, sp: _Spelling, start: int, n: int, boxes: bool = False) -> int:
