@@ -101,6 +101,9 @@ CASES = [
     # ------------------------------------------------------------------ box tags
     P("missing_box", block(box="") + CAT, [("cat", CAT_BOX, FULL)], {"missing_box"},
       {"missing_box": ["<ref>dog</ref><seg>"]}),
+    P("bricks_without_block", "<seg><fg_16></seg>", [], {"missing_box"}, {"missing_box": ["<seg>"]}),
+    P("bricks_after_block", CAT + " <seg><fg_3></seg>", [("cat", CAT_BOX, FULL)], {"missing_box"},
+      {"missing_box": [("<seg>", 1)]}),
     P("missing_box_close", block(box=f"<box>{QBOX}"), [("dog", BOX, G1)], {"missing_box_close"},
       {"missing_box_close": [f"<box>{QBOX}<seg>"]}),
     P("missing_box_close_qwen2vl", QDOG.replace("<|box_end|>", ""), [("dog", BOX, G1)], {"missing_box_close"},

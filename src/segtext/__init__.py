@@ -16,7 +16,7 @@ Example:
     True
 """
 
-from segtext import coco, metrics, viz
+from segtext import coco, evaluation, metrics, viz
 from segtext.bricks import (
     BOX_FORMATS,
     BsdObject,
@@ -72,6 +72,7 @@ __all__ = [
     "check_label",
     "check_labels",
     "coco",
+    "evaluation",
     "metrics",
     "viz",
     "decode_rrle",

@@ -804,6 +804,8 @@ def parse_bsd(body, tags, seps, pre, pre_off, post, post_off, S, max_run, row_wi
         b = _find_bytes(body, box_o, p, n if r < 0 else r)
         if b >= 0:
             return fail  # a box without its ref
+        if _find_bytes(body, seg_o, p, n if r < 0 else r) >= 0:
+            return fail  # bricks outside any block
         if r < 0:
             break
         if m == cap:

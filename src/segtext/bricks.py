@@ -428,6 +428,12 @@ class BsdObject:
         bricks: ``(S, S)`` bool grid of the mask inside the box.
         image_size: ``(H, W)`` of the image.
         mask: ``(H, W)`` bool mask in the image, built from the bricks when first read.
+
+    Example:
+        >>> import numpy as np, segtext as st
+        >>> obj = st.BsdObject("cat", box=(1, 0, 3, 1), bricks=np.array([[True, False]]), image_size=(1, 4))
+        >>> obj.mask.astype(int).tolist()
+        [[0, 1, 0, 0]]
     """
 
     label: str
@@ -669,6 +675,12 @@ def _decode_blocks(text: str, sp: _Spelling, S: int, max_run: int, row_wise: boo
     while True:
         r = text.find(sp.ref_open, pos)
         b = text.find(sp.box_open, pos)
+        stop = min(r if r >= 0 else n, b if b >= 0 else n)
+        stray = text.find(sp.seg_open, pos, stop)
+        while stray >= 0:  # bricks outside any block
+            log.add("missing_box", stray, "bricks outside any block (no label, no box); skipped",
+                    expected="<ref>..</ref><box>..</box> before it", found=repr(sp.seg_open))
+            stray = text.find(sp.seg_open, stray + 1, stop)
         if r < 0 and b < 0:
             break
         if r >= 0 and (b < 0 or r < b):  # a block with its ref

@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from typing import Any, Callable, Iterator, Sequence, TextIO
 
 import numpy as np
@@ -646,7 +647,7 @@ def _show_one(args: argparse.Namespace) -> int:
         msg += f" ({dec.error})"
     if dec.repairs:
         kinds = ", ".join(f"{k} x{n}" if n > 1 else k for k, n in
-                          sorted(_count(r.kind for r in dec.repairs).items()))
+                          sorted(Counter(r.kind for r in dec.repairs).items()))
         msg += f": {len(dec.repairs)} repair(s) ({kinds})"
     if gt is not None:
         s = dec.score(gt_rle)
@@ -657,13 +658,6 @@ def _show_one(args: argparse.Namespace) -> int:
     if len(dec.repairs) > MAX_REPORTED:
         print(f"segtext show:   ... and {len(dec.repairs) - MAX_REPORTED} more", file=sys.stderr)
     return 0
-
-
-def _count(items) -> dict:
-    out: dict = {}
-    for k in items:
-        out[k] = out.get(k, 0) + 1
-    return out
 
 
 def _show_worst(args: argparse.Namespace) -> int:

@@ -42,7 +42,8 @@ or ``"bsd"`` forces one decoder for every answer.
   label other than ``others`` (Text4Seg's rule). The grid is scored against the ground truth's
   runs with :meth:`segtext.metrics.ReferringEvaluator.add_grid`: no full-size mask is built.
   Upsampling is the cell geometry (``upsample="exact"``) or Text4Seg's (``"t4s"``, the default
-  in ``t4s`` mode).
+  in ``t4s`` mode). In ``t4s`` mode Acc@0.5 also scores boxes as Text4Seg does (see
+  :func:`segtext.metrics.box_iou`).
 * B-SD: :func:`segtext.decode_bsd` at the ground truth's image size; the union of the objects'
   masks is scored with :meth:`~segtext.metrics.ReferringEvaluator.add`. ``t4s`` mode has no
   B-SD counterpart (Text4Seg's public decoder reads R-RLE only): B-SD answers are then decoded
@@ -821,7 +822,7 @@ def _decode_runs(gts: dict[str, GroundTruth], bad: Callable[[int | None, Any, st
     if not items:
         return
     try:
-        counts, offsets, sizes = rles_runs([g.rle for g in items])
+        counts, offsets, _ = rles_runs([g.rle for g in items])
     except (TypeError, ValueError):
         counts = None
     if counts is not None:
@@ -891,7 +892,7 @@ def evaluate(
     else:
         gts = load_ground_truth(ground_truth, on_bad_line, problems)
     health = DecodeHealth(ground_truths=len(gts), bad_ground_truth=len(problems))
-    ev = ReferringEvaluator()
+    ev = ReferringEvaluator(box_convention="t4s" if mode == "t4s" else "edges")
     records: list[SampleRecord] = []
     seen: set[str] = set()
     repair_kinds: Counter = Counter()
@@ -938,7 +939,8 @@ def evaluate(
             if dec.error is not None:
                 kinds = Counter({dec.error.kind: 1})
             records.append(SampleRecord(
-                ident, s.iou, s.intersection, s.union, s.pred_area, s.gt_area, s.acc50, dec.format,
+                ident, s.iou, s.intersection, s.union, s.pred_area, s.gt_area,
+                s.hit50(ev.box_convention), dec.format,
                 status, dict(kinds), line, None if dec.error is None else str(dec.error), gs,
                 answer if keep_answers else None))
         if progress is not None:
@@ -954,7 +956,7 @@ def evaluate(
         s = ev.add_grid(_EMPTY_GRID, gt.runs)
         if keep_records:
             records.append(SampleRecord(gt.id, s.iou, s.intersection, s.union, s.pred_area, s.gt_area,
-                                        s.acc50, "none", "missing", {}, None))
+                                        s.hit50(ev.box_convention), "none", "missing", {}, None))
         if progress is not None:
             progress(1)
     health.scored = ev.n

@@ -8,7 +8,8 @@ Referring segmentation (binary masks, one prediction per sample)
       scores 1 and any foreground 0).
     * ``acc50``: share of samples whose predicted box (the tight box of the predicted mask)
       has IoU ``> 0.5`` with the ground-truth box; both empty counts as a hit, one empty as
-      a miss.
+      a miss. Boxes are in pixel edges; ``box_convention="t4s"`` scores them as Text4Seg's
+      evaluation does (inclusive last pixel, no +1).
     * ``n_acc`` (generalized referring): share of no-target samples (empty ground truth)
       predicted empty; ``t_acc``: share of target samples predicted non-empty. ``None``
       when the dataset has no sample of that kind.
@@ -37,6 +38,7 @@ from segtext._validate import as_array
 from segtext.coco import rle_runs
 
 __all__ = [
+    "BOX_CONVENTIONS",
     "ReferringEvaluator",
     "SampleScore",
     "SemanticEvaluator",
@@ -74,20 +76,32 @@ def _box(kind: str, data: Any, size: tuple[int, int]) -> tuple[int, int, int, in
     return None if y0 < 0 else (int(x0), int(y0), int(x1), int(y1))
 
 
-def box_iou(a: Sequence[int] | None, b: Sequence[int] | None) -> float:
+BOX_CONVENTIONS = ("edges", "t4s")
+
+
+def box_iou(a: Sequence[int] | None, b: Sequence[int] | None, convention: str = "edges") -> float:
     """IoU of two ``(x1, y1, x2, y2)`` boxes in pixel edges; ``None`` is an empty box.
 
-    Two empty boxes score 1, one empty box 0.
+    Two empty boxes score 1, one empty box 0. ``convention="t4s"`` scores the boxes the
+    way Text4Seg's evaluation does (boxes from ``masks_to_boxes``: the last column and row
+    themselves, not one past them, with area ``(x2 - x1) * (y2 - y1)``), so a box one pixel
+    wide has no area; use it to compare Acc@0.5 with Text4Seg's published numbers.
 
     Example:
         >>> import segtext as st
         >>> st.metrics.box_iou((0, 0, 2, 2), (1, 0, 3, 2))
         0.3333333333333333
+        >>> st.metrics.box_iou((0, 0, 2, 2), (1, 0, 3, 2), convention="t4s")
+        0.0
     """
+    if convention not in BOX_CONVENTIONS:
+        raise ValueError(f"convention must be one of {BOX_CONVENTIONS}, got {convention!r}")
     if a is None or b is None:
         return 1.0 if a is None and b is None else 0.0
     ax1, ay1, ax2, ay2 = a
     bx1, by1, bx2, by2 = b
+    if convention == "t4s":
+        ax2, ay2, bx2, by2 = ax2 - 1, ay2 - 1, bx2 - 1, by2 - 1
     iw = max(0, min(ax2, bx2) - max(ax1, bx1))
     ih = max(0, min(ay2, by2) - max(ay1, by1))
     inter = iw * ih
@@ -97,13 +111,18 @@ def box_iou(a: Sequence[int] | None, b: Sequence[int] | None) -> float:
 
 @dataclass(frozen=True)
 class SampleScore:
-    """The scores of one referring sample (what :meth:`ReferringEvaluator.add` returns)."""
+    """The scores of one referring sample (what :meth:`ReferringEvaluator.add` returns).
+
+    ``pred_box`` and ``gt_box`` are the tight boxes of the two masks in pixel edges
+    (``None`` for an empty mask).
+    """
 
     intersection: int
     union: int
     pred_area: int
     gt_area: int
-    box_iou: float
+    pred_box: tuple[int, int, int, int] | None = None
+    gt_box: tuple[int, int, int, int] | None = None
 
     @property
     def iou(self) -> float:
@@ -111,9 +130,18 @@ class SampleScore:
         return 1.0 if self.union == 0 else self.intersection / (self.union + _EPS_GIOU)
 
     @property
+    def box_iou(self) -> float:
+        """IoU of the two boxes (pixel edges; see :func:`box_iou`)."""
+        return box_iou(self.pred_box, self.gt_box)
+
+    def hit50(self, convention: str = "edges") -> bool:
+        """The predicted box has IoU > 0.5 with the ground-truth box, under ``convention``."""
+        return box_iou(self.pred_box, self.gt_box, convention) > 0.5
+
+    @property
     def acc50(self) -> bool:
-        """The predicted box has IoU > 0.5 with the ground-truth box."""
-        return self.box_iou > 0.5
+        """:meth:`hit50` with pixel-edge boxes."""
+        return self.hit50()
 
 
 def mask_iou(pred: Any, gt: Any) -> SampleScore:
@@ -144,7 +172,7 @@ def mask_iou(pred: Any, gt: Any) -> SampleScore:
         i, u, a, b = K.dense_runs_iu(dp, dg)
     else:
         i, u, b, a = K.dense_runs_iu(dg, dp)
-    return SampleScore(int(i), int(u), int(a), int(b), box_iou(_box(kp, dp, sp), _box(kg, dg, sg)))
+    return SampleScore(int(i), int(u), int(a), int(b), _box(kp, dp, sp), _box(kg, dg, sg))
 
 
 def grid_iou(grid: Any, gt: dict, method: str = "exact") -> SampleScore:
@@ -172,11 +200,15 @@ def grid_iou(grid: Any, gt: dict, method: str = "exact") -> SampleScore:
         g = g.view(np.uint8)
     i, u, a, b, box = K.grid_runs_iu(g, counts, H, W, method == "t4s")
     pred_box = tuple(int(v) for v in box) if a else None
-    return SampleScore(int(i), int(u), int(a), int(b), box_iou(pred_box, _box("rle", counts, (H, W))))
+    return SampleScore(int(i), int(u), int(a), int(b), pred_box, _box("rle", counts, (H, W)))
 
 
 class ReferringEvaluator:
     """Accumulates referring-segmentation scores sample by sample, in constant memory.
+
+    Args:
+        box_convention: how Acc@0.5 scores boxes: ``"edges"`` (pixel edges, the default)
+            or ``"t4s"`` (Text4Seg's, see :func:`box_iou`).
 
     Example:
         >>> import numpy as np, segtext as st
@@ -188,7 +220,10 @@ class ReferringEvaluator:
         (1.0, 1.0, 2)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, box_convention: str = "edges") -> None:
+        if box_convention not in BOX_CONVENTIONS:
+            raise ValueError(f"box_convention must be one of {BOX_CONVENTIONS}, got {box_convention!r}")
+        self.box_convention = box_convention
         self.n = 0
         self.sum_i = 0
         self.sum_u = 0
@@ -205,7 +240,7 @@ class ReferringEvaluator:
         self.sum_i += s.intersection
         self.sum_u += s.union
         self.sum_iou += s.iou
-        self.hits50 += s.acc50
+        self.hits50 += s.hit50(self.box_convention)
         if s.gt_area == 0:
             self.no_target += 1
             self.no_target_empty += s.pred_area == 0

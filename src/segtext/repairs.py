@@ -37,7 +37,7 @@ REPAIR_KINDS: dict[str, str] = {
     # B-SD (segtext.bricks)
     "missing_ref": "a box without a label before it: the label is ''",
     "missing_ref_close": "a label that is not closed: read up to the box",
-    "missing_box": "a label without a box: the object is dropped",
+    "missing_box": "a label without a box, or bricks outside any block: dropped",
     "missing_box_close": "a box that is not closed: read up to '<seg>'",
     "box_malformed": "a box not in the preset's spelling: its first four integers are used "
                      "(the object is dropped when there are fewer)",
