@@ -249,22 +249,25 @@ def label_policy(compact, values, rlo, rhi, clo, chi, n_labels, any_mode, bg_com
 def upsample(grid, ry, cx, out):
     """Grid -> mask into ``out``: pixel (y, x) takes ``grid[ry[y], cx[x]]``.
 
-    ``ry`` and ``cx`` are monotone, so each output row is a few constant spans; a row that
-    maps to the same grid row as the one above is copied.
+    ``ry`` and ``cx`` are monotone, so each grid row expands once into a row buffer of
+    constant spans, which is copied to every pixel row it covers.
     """
     H, W = out.shape
     w = grid.shape[1]
     cb = cell_bounds(cx, w)
+    row = np.empty(W, out.dtype)
+    last = -1
     for y in range(H):
-        if y > 0 and ry[y] == ry[y - 1]:
-            for x in range(W):
-                out[y, x] = out[y - 1, x]
-        else:
-            r = ry[y]
+        r = ry[y]
+        if r != last:
             for c in range(w):
                 v = grid[r, c]
                 for x in range(cb[c], cb[c + 1]):
-                    out[y, x] = v
+                    row[x] = v
+            last = r
+        o = out[y]
+        for x in range(W):
+            o[x] = row[x]
     return out
 
 

@@ -263,7 +263,8 @@ def rles_to_grids(
 # --------------------------------------------------------------------------- grid -> mask
 
 
-def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact") -> np.ndarray:
+def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact",
+                 dtype: Any = None) -> np.ndarray:
     """Expand an ``(h, w)`` grid to an ``(H, W)`` mask; every pixel takes its cell's value.
 
     Args:
@@ -271,9 +272,10 @@ def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact") 
         image_size: ``(H, W)`` of the output; ``H >= 1``, ``W >= 1``.
         method: ``"exact"`` (the cell geometry above; the inverse of :func:`mask_to_grid`)
             or ``"t4s"`` (Text4Seg's PyTorch ``nearest`` upsampling, ``floor(y*h/H)``).
+        dtype: of the result (an integer or bool dtype); by default the grid's.
 
     Returns:
-        ``(H, W)`` array with the grid's dtype.
+        ``(H, W)`` array.
 
     Raises:
         ValueError: grid not 2-D or empty, bad image size, unknown method.
@@ -293,6 +295,11 @@ def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact") 
     if method not in _UPSAMPLE_METHODS:
         raise ValueError(f"method must be one of {_UPSAMPLE_METHODS}, got {method!r}")
     t4s = method == "t4s"
+    out_dtype = g.dtype if dtype is None else np.dtype(dtype)
+    if out_dtype.kind not in "biu":
+        raise TypeError(f"dtype must be an integer or bool dtype, got {out_dtype}")
     if g.dtype == np.bool_:
-        return K.expand(g.view(np.uint8), t4s, np.empty((H, W), np.uint8)).view(np.bool_)
-    return K.expand(g, t4s, np.empty((H, W), g.dtype))
+        g = g.view(np.uint8)
+    if out_dtype == np.bool_:
+        return K.expand(g, t4s, np.empty((H, W), np.uint8)).view(np.bool_)
+    return K.expand(g, t4s, np.empty((H, W), out_dtype))

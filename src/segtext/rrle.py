@@ -307,7 +307,7 @@ class DecodedGrid:
         """
         if dtype is None:
             dtype = np.uint8 if len(self.labels) <= 256 else np.int32
-        return grid_to_mask(self.grid.astype(dtype, copy=False), image_size, method=method)
+        return grid_to_mask(self.grid, image_size, method=method, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- decoding
