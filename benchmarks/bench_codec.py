@@ -263,6 +263,9 @@ def main(argv=None) -> int:
     rows = [
         ("(a) encode RLE -> R-RLE text, per-mask calls", t_ref_enc, per_mask(st_enc_all("nearest")), ENCODE_TARGET),
         ("    same, segtext policy=majority", t_ref_enc, per_mask(st_enc_all("majority")), None),
+        ("    st.rle_to_text (RLE -> text, one call a mask)", t_ref_enc,
+         per_mask(lambda: [st.rle_to_text(r, lab, GRID, policy="nearest") for r, lab in zip(rles, labels)]),
+         None),
         ("(b) decode R-RLE text -> (H, W) mask", t_ref_dec, per_mask(st_dec_all), DECODE_TARGET),
         ("(c) batch encode, all masks in one call", t_ref_enc, per_mask(st_batch("nearest")), ENCODE_TARGET),
         ("    same, segtext policy=majority", t_ref_enc, per_mask(st_batch("majority")), None),

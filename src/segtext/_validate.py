@@ -12,6 +12,12 @@ _POLICY_CODE = {"nearest": 0, "majority": 1, "any": 2}
 
 
 def grid_size_arg(grid_size: Any) -> tuple[int, int]:
+    if type(grid_size) is int and grid_size > 0:  # the common cases first, cheaply
+        return grid_size, grid_size
+    if type(grid_size) is tuple and len(grid_size) == 2:
+        h, w = grid_size
+        if type(h) is int and type(w) is int and h > 0 and w > 0:
+            return grid_size
     if isinstance(grid_size, (int, np.integer)) and not isinstance(grid_size, bool):
         grid_size = (grid_size, grid_size)
     try:
@@ -27,6 +33,10 @@ def grid_size_arg(grid_size: Any) -> tuple[int, int]:
 
 
 def image_size_arg(image_size: Any) -> tuple[int, int]:
+    if type(image_size) in (tuple, list) and len(image_size) == 2:
+        H, W = image_size
+        if type(H) is int and type(W) is int and H > 0 and W > 0:
+            return H, W
     try:
         H, W = image_size
     except (TypeError, ValueError):

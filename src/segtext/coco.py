@@ -102,6 +102,10 @@ def _size(rle: Any, where: str) -> tuple[int, int]:
         if key not in rle:
             raise ValueError(f"{where} has no {key!r} key; expected {{'size': [H, W], 'counts': ...}}")
     size = rle["size"]
+    if type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int:
+        H, W = size  # the common case, checked cheaply
+        if H >= 1 and W >= 1:
+            return H, W
     try:
         H, W = (int(v) for v in size)
     except (TypeError, ValueError):
