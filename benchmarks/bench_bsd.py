@@ -39,15 +39,13 @@ reported, never asserted.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import re
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
+from common import best_of, print_header, timed, use_cold_cache  # benchmarks/common.py
 
 BSD_SIDES = (32, 48, 64, 80)
 ISD_SIDES = (16, 24, 32)
@@ -174,21 +172,6 @@ def ref_decode(text: str, image_size, S: int, np, Image, exact: bool = False):
 # ----------------------------------------------------------------------------- helpers
 
 
-def best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
 def count_bricks(text: str) -> int:
     return text.count("<fg_") + text.count("<bg_")
 
@@ -219,15 +202,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     time_sides = tuple(int(v) for v in args.time_resolutions.split(",") if v.strip())
 
-    cache_dir = None
-    if not args.warm_cache:
-        cache_dir = tempfile.mkdtemp(prefix="segtext-bench-numba-")
-        os.environ["NUMBA_CACHE_DIR"] = cache_dir  # before numba is imported: first calls really compile
+    cache_dir = use_cold_cache(args.warm_cache)  # before numba is imported
 
     t0 = time.perf_counter()
     import numba
     import numpy as np
-    import PIL
     import pycocotools.mask as mask_util
     from PIL import Image
 
@@ -241,12 +220,7 @@ def main(argv=None) -> int:
     sizes = [tuple(r["size"]) for r in rles]
     n = len(anns)
 
-    print("segtext B-SD benchmark")
-    print(f"  date      {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
-    print(f"  machine   {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-          "CPU only")
-    print(f"  versions  python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
-          f"pillow {PIL.__version__}, segtext {getattr(st, '__version__', '?')}")
+    print_header("segtext B-SD benchmark")
     print(f"  data      {n} COCO val2014 instance masks (bundled sample), policy majority, boxes norm1000, "
           f"runs <= {MAX_RUN}, best of {args.repeats} runs")
     print()

@@ -30,14 +30,12 @@ Timings here are reported, never asserted: there are no timing checks in the tes
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
+from common import best_of, print_header, t4s_decode, t4s_encode, timed, use_cold_cache  # benchmarks/common.py
 
 GRID = (16, 16)
 ENCODE_TARGET = 50.0
@@ -47,34 +45,6 @@ DECODE_TARGET = 10.0
 # ----------------------------------------------------------------------------- reference (Text4Seg)
 # Written out plainly from Text4Seg's public code: the data-creation script's encoder loop and the
 # evaluation code's split-based decoder. Nothing from segtext is used here.
-
-
-def t4s_encode(label_grid) -> str:
-    """Text4Seg's R-RLE encoder: a Python loop over the label strings of each row."""
-    rows = []
-    for row in label_grid:
-        encoded_row = []
-        count = 1
-        for j in range(1, len(row)):
-            if row[j] == row[j - 1]:
-                count += 1
-            else:
-                encoded_row.append(f"{row[j - 1]} *{count}")
-                count = 1
-        encoded_row.append(f"{row[-1]} *{count}")
-        rows.append("| ".join(encoded_row))
-    return "\n ".join(rows) + "\n"
-
-
-def t4s_decode(text: str) -> list[str]:
-    """Text4Seg's decoder: split rows, runs and counts, and flatten into one label per cell."""
-    rows = text.strip("\n").split("\n ")
-    out: list[str] = []
-    for row in rows:
-        for token in row.split("| "):
-            label, count = token.split(" *")
-            out.extend([label] * int(count))
-    return out
 
 
 def ref_encode(rle: dict, label: str, np, Image, mask_util) -> str:
@@ -93,21 +63,6 @@ def ref_decode(text: str, vocab: dict, image_size, np, Image):
 
 
 # ----------------------------------------------------------------------------- timing helpers
-
-
-def best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 FIRST_CALL_PROBE = textwrap.dedent(
@@ -135,15 +90,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-fidelity", action="store_true", help="skip the oracle fidelity table")
     args = ap.parse_args(argv)
 
-    cache_dir = None
-    if not args.warm_cache:
-        cache_dir = tempfile.mkdtemp(prefix="segtext-bench-numba-")
-        os.environ["NUMBA_CACHE_DIR"] = cache_dir  # before numba is imported: first calls really compile
+    cache_dir = use_cold_cache(args.warm_cache)  # before numba is imported
 
     t0 = time.perf_counter()
     import numpy as np
     import numba
-    import PIL
     import pycocotools.mask as mask_util
     from PIL import Image
 
@@ -157,12 +108,7 @@ def main(argv=None) -> int:
     sizes = [tuple(r["size"]) for r in rles]
     n = len(anns)
 
-    print("segtext codec benchmark")
-    print(f"  date      {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
-    print(f"  machine   {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-          "CPU only")
-    print(f"  versions  python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
-          f"pillow {PIL.__version__}, segtext {getattr(st, '__version__', '?')}")
+    print_header("segtext codec benchmark")
     print(f"  data      {n} COCO val2014 instance masks (bundled sample), grid {GRID[0]}x{GRID[1]}, "
           f"best of {args.repeats} runs")
     print()

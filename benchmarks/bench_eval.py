@@ -44,6 +44,7 @@ import platform
 import sys
 import tempfile
 import time
+from common import t4s_decode  # benchmarks/common.py
 
 GRID = (16, 16)
 LABEL = "the object"
@@ -52,17 +53,6 @@ TARGET = 10.0
 
 # ----------------------------------------------------------------------------- reference pipeline
 # Plain numpy / Pillow / pycocotools; nothing from segtext is used here.
-
-
-def t4s_decode(text: str) -> list[str]:
-    """Text4Seg's decoder: split rows, runs and counts, and flatten into one label per cell."""
-    rows = text.strip("\n").split("\n ")
-    out: list[str] = []
-    for row in rows:
-        for token in row.split("| "):
-            label, count = token.split(" *")
-            out.extend([label] * int(count))
-    return out
 
 
 def ref_evaluate(preds: list[dict], gts: list[dict], np, Image, mask_util) -> tuple[dict, list]:
