@@ -157,7 +157,18 @@ def quantize_box(box: Sequence[int], image_size: tuple[int, int],
     x1, y1, x2, y2 = _box_arg(box)
     if not (0 <= x1 <= x2 <= W and 0 <= y1 <= y2 <= H):
         raise ValueError(f"box {box!r} is not inside the image {(H, W)} with x1 <= x2, y1 <= y2")
+    return _quantize((x1, y1, x2, y2), H, W, scale)
+
+
+def _quantize(box: Sequence[int], H: int, W: int, scale: int) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = box
     return (x1 * scale // W, y1 * scale // H, -(-x2 * scale // W), -(-y2 * scale // H))
+
+
+def _dequantize(qbox: Sequence[int], H: int, W: int, scale: int) -> tuple[int, int, int, int]:
+    qx1, qy1, qx2, qy2 = qbox
+    return (min(max(qx1 * W // scale, 0), W), min(max(qy1 * H // scale, 0), H),
+            min(max(-(-qx2 * W // scale), 0), W), min(max(-(-qy2 * H // scale), 0), H))
 
 
 def dequantize_box(qbox: Sequence[int], image_size: tuple[int, int],
@@ -173,12 +184,7 @@ def dequantize_box(qbox: Sequence[int], image_size: tuple[int, int],
     """
     H, W = image_size_arg(image_size)
     _scale_arg(scale)
-    qx1, qy1, qx2, qy2 = _box_arg(qbox, "qbox")
-    x1 = min(max(qx1 * W // scale, 0), W)
-    y1 = min(max(qy1 * H // scale, 0), H)
-    x2 = min(max(-(-qx2 * W // scale), 0), W)
-    y2 = min(max(-(-qy2 * H // scale), 0), H)
-    return x1, y1, x2, y2
+    return _dequantize(_box_arg(qbox, "qbox"), H, W, scale)
 
 
 def _mask_source(mask: Any, image_size: tuple[int, int], where: str):
@@ -299,7 +305,7 @@ def _fast_bsd(text: str, box_format: str, S: int, max_run: int, row_wise: bool, 
         return None
     objects = []
     for (a, b), q, grid in zip(spans.tolist(), boxes.tolist(), grids):
-        box = tuple(q) if sp.scale is None else dequantize_box(q, (H, W), sp.scale)
+        box = tuple(q) if sp.scale is None else _dequantize(q, H, W, sp.scale)
         if box[2] <= box[0] or box[3] <= box[1]:
             return None
         objects.append(BsdObject(raw[a:b].decode("utf-8"), box, grid.view(bool), (H, W)))
@@ -395,8 +401,8 @@ def encode_bsd(
         if spelling.scale is None:
             written = crop = tight
         else:
-            written = quantize_box(tight, (H, W), spelling.scale)
-            crop = dequantize_box(written, (H, W), spelling.scale)
+            written = _quantize(tight, H, W, spelling.scale)
+            crop = _dequantize(written, H, W, spelling.scale)
         x0, y0, x1, y1 = crop
         py = pillow_index(y1 - y0, S) if code == 0 else _EMPTY
         px = pillow_index(x1 - x0, S) if code == 0 else _EMPTY
@@ -555,7 +561,7 @@ def _parse_box(inner: str, offset: int, spelling: _Spelling, H: int, W: int,
     if clipped != (x1, y1, x2, y2):
         log.add("box_out_of_range", offset, f"box {[x1, y1, x2, y2]} clipped to {list(clipped)}",
                 expected=f"0..{hi_x} and 0..{hi_y}", found=str([x1, y1, x2, y2]))
-    box = clipped if spelling.scale is None else dequantize_box(clipped, (H, W), spelling.scale)
+    box = clipped if spelling.scale is None else _dequantize(clipped, H, W, spelling.scale)
     if box[2] <= box[0] or box[3] <= box[1]:
         log.add("box_empty", offset, f"box {list(clipped)} covers no pixel; object dropped",
                 expected="a box with area", found=str(list(clipped)))
