@@ -32,6 +32,7 @@ __all__ = [
     "SAMPLE_PATH",
     "decode_counts",
     "load_annotations",
+    "panoptic_to_label_map",
     "check_status",
     "rle_runs",
     "rle_source",
@@ -429,6 +430,97 @@ def load_annotations(
             if skipped is not None:
                 skipped.append((n, aid, str(e)))
     return out
+
+
+def panoptic_to_label_map(
+    panoptic: Any,
+    segments_info: Sequence[dict],
+    categories: Sequence[dict] | dict | None = None,
+    instances: bool = True,
+    background: str = "others",
+) -> tuple[np.ndarray, list[str]]:
+    """A COCO panoptic annotation as an integer label map and its label texts.
+
+    Pixels of segment ``id`` (PNG colour ``R + 256*G + 256**2*B``) get the label of their
+    category. With ``instances`` every "thing" segment is its own label, numbered per
+    category in the order of its first pixel in raster order (``person 1``, ``person 2``,
+    ...), while "stuff" categories keep one label each; without it, all segments of a
+    category share its name. Unlabelled pixels (id 0, or ids missing from
+    ``segments_info``) get label 0, ``background``.
+
+    Args:
+        panoptic: the panoptic PNG as an ``(H, W, 3)`` uint8 array, or its path.
+        segments_info: the annotation's segments (``id``, ``category_id``).
+        categories: COCO panoptic categories (``id``, ``name``, ``isthing``) as a list, or a
+            dict ``id -> name`` (then every category is a thing); ``None`` uses the 80 COCO
+            thing names.
+        instances: label thing segments per instance.
+        background: text of label 0.
+
+    Returns:
+        ``(label_map, labels)``: an ``int32`` ``(H, W)`` map and the text of each label id,
+        ready for :func:`segtext.mask_to_grid` and :func:`segtext.encode_rrle`.
+
+    Raises:
+        ValueError / TypeError: a PNG that is not ``(H, W, 3)``, a segment without ``id`` or
+            ``category_id``, an unknown category.
+
+    Example:
+        >>> import numpy as np, segtext as st
+        >>> png = np.zeros((2, 3, 3), np.uint8); png[0, 1:, 0] = 7; png[1, 2, 0] = 9
+        >>> cats = [{"id": 1, "name": "person", "isthing": 1}]
+        >>> segs = [{"id": 7, "category_id": 1}, {"id": 9, "category_id": 1}]
+        >>> m, labels = st.coco.panoptic_to_label_map(png, segs, cats)
+        >>> m.tolist(), labels
+        ([[0, 1, 1], [0, 0, 2]], ['others', 'person 1', 'person 2'])
+    """
+    if isinstance(panoptic, (str, os.PathLike)):
+        from PIL import Image
+
+        with Image.open(panoptic) as im:
+            panoptic = np.asarray(im.convert("RGB"))
+    rgb = np.asarray(panoptic)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"panoptic must be an (H, W, 3) uint8 array, got shape {rgb.shape}, dtype {rgb.dtype}")
+    if categories is None:
+        names, things = dict(COCO_CATEGORY_NAMES), set(COCO_CATEGORY_NAMES)
+    elif isinstance(categories, dict):
+        names, things = {int(k): str(v) for k, v in categories.items()}, set(map(int, categories))
+    else:
+        names = {int(c["id"]): str(c["name"]) for c in categories}
+        things = {int(c["id"]) for c in categories if c.get("isthing", 1)}
+    seg_ids, seg_cats = [], []
+    for n, seg in enumerate(segments_info):
+        if not isinstance(seg, dict) or "id" not in seg or "category_id" not in seg:
+            raise ValueError(f"segments_info[{n}] needs 'id' and 'category_id'")
+        if int(seg["category_id"]) not in names:
+            raise ValueError(f"segments_info[{n}] has category_id {seg['category_id']}, not in categories")
+        seg_ids.append(int(seg["id"]))
+        seg_cats.append(int(seg["category_id"]))
+    order = np.argsort(seg_ids, kind="stable")
+    keys = np.array(seg_ids, np.int64)[order]
+    ids = K.panoptic_ids(np.ascontiguousarray(rgb))
+    # first pass: where each segment first appears; then number the labels in that order
+    _, first = K.relabel(ids, keys, np.zeros(len(keys), np.int32), 0)
+    labels = [background]
+    label_of: dict[str, int] = {}
+    per_category: dict[int, int] = {}
+    values = np.zeros(len(keys), np.int32)
+    for k in np.argsort(np.where(first < 0, np.iinfo(np.int64).max, first), kind="stable").tolist():
+        if first[k] < 0:
+            continue  # a segment with no pixel
+        cat = seg_cats[order[k]]
+        if instances and cat in things:
+            per_category[cat] = per_category.get(cat, 0) + 1
+            text = f"{names[cat]} {per_category[cat]}"
+        else:
+            text = names[cat]
+        if text not in label_of:
+            label_of[text] = len(labels)
+            labels.append(text)
+        values[k] = label_of[text]
+    label_map, _ = K.relabel(ids, keys, values, 0)
+    return label_map, labels
 
 
 @lru_cache(maxsize=1)
