@@ -29,6 +29,7 @@ ERR_BAD_CHAR = 1
 ERR_TRUNCATED = 2
 ERR_NEGATIVE = 3
 ERR_TOTAL = 4
+EMPTY_MASK = 5  # not an error of the runs: the mask has no foreground
 
 # byte values used by the text kernels
 _NL = 10  # "\n"
@@ -676,6 +677,48 @@ def paste_or(grid, t4s, out):
             last = r
         for x in range(W):
             out[y, x] |= row[x]
+
+
+@njit(cache=True)
+def rle_bsd_object(data, compressed, H, W, S, policy, threshold, scale, max_run, row_wise,
+                   pre, pre_off, post, post_off):
+    """One B-SD object from a COCO RLE in one call: runs -> tight box -> box as written (on
+    the ``0..scale`` grid, or pixels when ``scale`` is 0) -> the crop of the decoded box ->
+    S x S cells (``policy`` 1 majority or 2 any) -> brick bytes.
+
+    Returns ``(bricks, status, box)``; status is ``OK``, an RLE error, or ``EMPTY_MASK``.
+    """
+    box = np.zeros(4, np.int64)
+    empty = np.empty(0, np.uint8)
+    if compressed:
+        counts, status = decode_coco_counts(data.astype(np.uint8))
+    else:
+        counts, status = data.astype(np.int64), OK
+    if status == OK:
+        status = _runs_status(counts, H, W)
+    if status != OK:
+        return empty, status, box
+    y0, y1, x0, x1 = rle_bbox(counts, H)
+    if y0 < 0:
+        return empty, EMPTY_MASK, box
+    if scale > 0:
+        box[0] = x0 * scale // W
+        box[1] = y0 * scale // H
+        box[2] = -((-x1 * scale) // W)
+        box[3] = -((-y1 * scale) // H)
+        x0 = min(max(box[0] * W // scale, 0), W)
+        y0 = min(max(box[1] * H // scale, 0), H)
+        x1 = min(max(-((-box[2] * W) // scale), 0), W)
+        y1 = min(max(-((-box[3] * H) // scale), 0), H)
+    else:
+        box[0] = x0
+        box[1] = y0
+        box[2] = x1
+        box[3] = y1
+    no_samples = np.empty(0, np.int64)
+    grid = rle_crop_grid(counts, H, y0, y1, x0, x1, S, policy, threshold, no_samples, no_samples)
+    bricks, _ = encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off)
+    return bricks, OK, box
 
 
 @njit(cache=True)

@@ -54,7 +54,7 @@ import numpy as np
 
 from segtext import _kernels as K
 from segtext._validate import as_array, image_size_arg, label_map_arg, pillow_index, policy_code
-from segtext.coco import rle_runs
+from segtext.coco import check_status, rle_runs, rle_source
 from segtext.repairs import Repair, RepairLog
 
 __all__ = [
@@ -391,6 +391,16 @@ def encode_bsd(
         if not isinstance(obj, (tuple, list)) or len(obj) != 2:
             raise TypeError(f"{where} must be a (label, mask) pair, got {type(obj).__name__}")
         label = _check_bsd_label(obj[0], spelling, where)
+        if isinstance(obj[1], dict) and code != 0:  # the hot path: one compiled call
+            block = _rle_block(obj[1], label, H, W, S, code, float(threshold), spelling, int(max_run),
+                               bool(row_wise), pre, pre_off, post, post_off, where)
+            if block is None:
+                if skip_empty:
+                    continue
+                raise ValueError(f"{where}: the mask of {label!r} is empty, so it has no box "
+                                 "(pass skip_empty=True to leave empty masks out)")
+            parts.append(block)
+            continue
         kind, data = _mask_source(obj[1], (H, W), where)
         tight = _tight_box(kind, data, H)
         if tight is None:
@@ -419,6 +429,22 @@ def encode_bsd(
 
 
 _EMPTY = np.zeros(0, np.int64)
+
+
+def _rle_block(rle: dict, label: str, H: int, W: int, S: int, code: int, threshold: float,
+               sp: _Spelling, max_run: int, row_wise: bool, pre, pre_off, post, post_off,
+               where: str) -> str | None:
+    """The block of one COCO RLE object (majority or any), or None for an empty mask."""
+    data, compressed, size = rle_source(rle, where)
+    if size != (H, W):
+        raise ValueError(f"{where}: RLE size {list(size)} does not match image_size {(H, W)}")
+    bricks, status, box = K.rle_bsd_object(data, compressed, H, W, S, code, threshold, sp.scale or 0,
+                                           max_run, row_wise, pre, pre_off, post, post_off)
+    if status == K.EMPTY_MASK:
+        return None
+    check_status(status, where, H, W)
+    return (sp.ref_open + label + sp.ref_close + sp.box_text(tuple(box.tolist())) + sp.seg_open
+            + bricks.tobytes().decode("utf-8") + sp.seg_close)
 
 
 # --------------------------------------------------------------------------- decoding
