@@ -723,12 +723,8 @@ def rle_bsd_object(data, compressed, H, W, S, policy, threshold, scale, max_run,
 
 @njit(cache=True)
 def _starts_with(body, p, buf, a, b):
-    if p + (b - a) > body.shape[0]:
-        return False
-    for k in range(b - a):
-        if body[p + k] != buf[a + k]:
-            return False
-    return True
+    """``body[p:]`` starts with ``buf[a:b]``."""
+    return p + (b - a) <= body.shape[0] and _same(body, p, p + (b - a), buf, a, b)
 
 
 @njit(cache=True)
@@ -793,12 +789,7 @@ def _find_bytes(body, tag, start, stop):
 def _expect(body, p, tag):
     """Index after ``tag`` if it stands at ``p``, else -1."""
     m = tag.shape[0]
-    if p + m > body.shape[0]:
-        return -1
-    for k in range(m):
-        if body[p + k] != tag[k]:
-            return -1
-    return p + m
+    return p + m if _starts_with(body, p, tag, 0, m) else -1
 
 
 @njit(cache=True)
