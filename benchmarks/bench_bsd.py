@@ -45,7 +45,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from common import best_of, print_header, timed, use_cold_cache  # benchmarks/common.py
+from common import best_of, load_sample, print_header, timed, use_cold_cache  # benchmarks/common.py
 
 BSD_SIDES = (32, 48, 64, 80)
 ISD_SIDES = (16, 24, 32)
@@ -213,12 +213,8 @@ def main(argv=None) -> int:
     import segtext as st
     t_import = time.perf_counter() - t0
 
-    anns = st.coco.sample_annotations()
-    names = st.coco.COCO_CATEGORY_NAMES
-    rles = [a["segmentation"] for a in anns]
-    labels = [names.get(a["category_id"], "object") for a in anns]
-    sizes = [tuple(r["size"]) for r in rles]
-    n = len(anns)
+    rles, labels, sizes = load_sample(st)
+    n = len(rles)
 
     print_header("segtext B-SD benchmark")
     print(f"  data      {n} COCO val2014 instance masks (bundled sample), policy majority, boxes norm1000, "
@@ -369,7 +365,7 @@ def main(argv=None) -> int:
 
         bool_masks = [m.view(bool) for m in masks]  # Fortran-ordered, as pycocotools returns them
         by_image: dict = {}
-        for a, r, lab, sz in zip(anns, rles, labels, sizes):
+        for a, r, lab, sz in zip(st.coco.sample_annotations(), rles, labels, sizes):
             by_image.setdefault(a["image_id"], (sz, []))[1].append((lab, r))
         groups = list(by_image.values())
         grouped = [st.encode_bsd(objs, sz, resolution=64) for sz, objs in groups]

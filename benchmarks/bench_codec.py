@@ -35,7 +35,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from common import best_of, print_header, t4s_decode, t4s_encode, timed, use_cold_cache  # benchmarks/common.py
+from common import best_of, load_sample, print_header, t4s_decode, t4s_encode, timed, use_cold_cache  # benchmarks/common.py
 
 GRID = (16, 16)
 ENCODE_TARGET = 50.0
@@ -101,12 +101,8 @@ def main(argv=None) -> int:
     import segtext as st
     t_import = time.perf_counter() - t0
 
-    anns = st.coco.sample_annotations()
-    names = st.coco.COCO_CATEGORY_NAMES
-    rles = [a["segmentation"] for a in anns]
-    labels = [names.get(a["category_id"], "object") for a in anns]
-    sizes = [tuple(r["size"]) for r in rles]
-    n = len(anns)
+    rles, labels, sizes = load_sample(st)
+    n = len(rles)
 
     print_header("segtext codec benchmark")
     print(f"  data      {n} COCO val2014 instance masks (bundled sample), grid {GRID[0]}x{GRID[1]}, "

@@ -78,3 +78,12 @@ def t4s_decode(text: str) -> list[str]:
             label, count = token.split(" *")
             out.extend([label] * int(count))
     return out
+
+
+def load_sample(st):
+    """The bundled COCO sample: ``(rles, labels, sizes)``, labels being the category names."""
+    anns = st.coco.sample_annotations()
+    names = st.coco.COCO_CATEGORY_NAMES
+    rles = [a["segmentation"] for a in anns]
+    labels = [names.get(a["category_id"], "object") for a in anns]
+    return rles, labels, [tuple(r["size"]) for r in rles]

@@ -247,11 +247,12 @@ def label_policy(compact, values, rlo, rhi, clo, chi, n_labels, any_mode, bg_com
 
 
 @njit(cache=True)
-def upsample(grid, ry, cx, out):
+def upsample(grid, ry, cx, out, or_into):
     """Grid -> mask into ``out``: pixel (y, x) takes ``grid[ry[y], cx[x]]``.
 
     ``ry`` and ``cx`` are monotone, so each grid row expands once into a row buffer of
-    constant spans, which is copied to every pixel row it covers.
+    constant spans, which is copied to every pixel row it covers. With ``or_into`` the
+    non-zero cells are ORed into ``out`` as 1 instead (pasting objects into one canvas).
     """
     H, W = out.shape
     w = grid.shape[1]
@@ -263,23 +264,30 @@ def upsample(grid, ry, cx, out):
         if r != last:
             for c in range(w):
                 v = grid[r, c]
+                if or_into:
+                    v = 1 if v != 0 else 0
                 for x in range(cb[c], cb[c + 1]):
                     row[x] = v
             last = r
         o = out[y]
-        for x in range(W):
-            o[x] = row[x]
+        if or_into:
+            for x in range(W):
+                o[x] |= row[x]
+        else:
+            for x in range(W):
+                o[x] = row[x]
     return out
 
 
 @njit(cache=True)
-def expand(grid, t4s, out):
-    """Grid -> mask into ``out`` with the exact cell geometry, or Text4Seg's floor rule."""
+def expand(grid, t4s, out, or_into):
+    """Grid -> mask into ``out`` with the exact cell geometry, or Text4Seg's floor rule
+    (see :func:`upsample` for ``or_into``)."""
     H, W = out.shape
     h, w = grid.shape
     if t4s:
-        return upsample(grid, floor_index(H, h), floor_index(W, w), out)
-    return upsample(grid, cell_index(H, h), cell_index(W, w), out)
+        return upsample(grid, floor_index(H, h), floor_index(W, w), out, or_into)
+    return upsample(grid, cell_index(H, h), cell_index(W, w), out, or_into)
 
 
 # --------------------------------------------------------------------------- COCO RLE
@@ -651,32 +659,6 @@ def encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off):
         out[p : p + b - a] = post[a:b]
         p += b - a
     return out, m
-
-
-@njit(cache=True)
-def paste_or(grid, t4s, out):
-    """OR a grid, expanded to ``out``'s size (exact geometry, or Text4Seg's rule), into ``out``.
-
-    Each grid row is expanded once into a row buffer (constant spans), which is then ORed
-    into every pixel row it covers.
-    """
-    H, W = out.shape
-    h, w = grid.shape
-    ry = floor_index(H, h) if t4s else cell_index(H, h)
-    cx = floor_index(W, w) if t4s else cell_index(W, w)
-    cb = cell_bounds(cx, w)
-    row = np.empty(W, np.uint8)
-    last = -1
-    for y in range(H):
-        r = ry[y]
-        if r != last:
-            for c in range(w):
-                v = 1 if grid[r, c] != 0 else 0
-                for x in range(cb[c], cb[c + 1]):
-                    row[x] = v
-            last = r
-        for x in range(W):
-            out[y, x] |= row[x]
 
 
 @njit(cache=True)

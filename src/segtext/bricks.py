@@ -485,7 +485,7 @@ class BsdObject:
 
 def _paste(obj: BsdObject, canvas: np.ndarray) -> None:
     x0, y0, x1, y1 = obj.box
-    K.paste_or(obj.bricks.view(np.uint8), False, canvas[y0:y1, x0:x1])
+    K.expand(obj.bricks.view(np.uint8), False, canvas[y0:y1, x0:x1], True)
 
 
 @dataclass
