@@ -216,3 +216,62 @@ def test_res_mask_is_union_of_decoded_objects():
     b[6:11, 5:12] = True
     res = _decoded([("x", a), ("y", b)], (12, 12))
     np.testing.assert_array_equal(res.mask(), a | b)
+
+
+# --------------------------------------------------------------------------------------- pasting
+
+
+@settings(max_examples=150)
+@given(
+    H=hs.integers(1, 50),
+    W=hs.integers(1, 50),
+    S=hs.integers(1, 20),
+    n=hs.integers(0, 4),
+    seed=hs.integers(0, 2**32 - 1),
+)
+def test_res_mask_pastes_hand_built_objects_like_the_naive_expansion(H, W, S, n, seed):
+    """Overlapping objects with random cells (many runs per row) and boxes smaller or larger
+    than S: res.mask() and each .mask are the naive cell-centre expansion, ORed."""
+    rng = np.random.default_rng(seed)
+    objs, want = [], np.zeros((H, W), bool)
+    for i in range(n):
+        x1, y1 = int(rng.integers(0, W)), int(rng.integers(0, H))
+        box = (x1, y1, int(rng.integers(x1 + 1, W + 1)), int(rng.integers(y1 + 1, H + 1)))
+        cells = rng.random((S, S)) < rng.random()
+        objs.append(st.BsdObject(f"o{i}", box, cells, (H, W)))
+        alone = nb.paste(nb.expand(cells, box), box, (H, W))
+        np.testing.assert_array_equal(objs[-1].mask, alone)
+        want |= alone
+    got = st.DecodedObjects(objs, (H, W)).mask()
+    assert got.dtype == bool and got.shape == (H, W)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_hand_built_objects_with_numpy_ints_and_01_cells():
+    cells = np.array([[1, 0], [0, 1]], np.uint8)
+    a = st.BsdObject("a", tuple(np.int64(v) for v in (1, 0, 5, 4)), cells, (4, 6))
+    b = st.BsdObject("b", (1, 0, 5, 4), cells.astype(bool), (4, 6))
+    np.testing.assert_array_equal(a.mask, b.mask)
+    assert b.mask[:, 1:5].astype(int).tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
+    assert not b.mask[:, [0, 5]].any()
+
+
+@pytest.mark.parametrize(
+    "box, cells, error, match",
+    [
+        ((0, 0, 7, 2), np.ones((2, 2), bool), ValueError, r"not a box with area inside the image \(4, 6\)"),
+        ((-1, 0, 2, 2), np.ones((2, 2), bool), ValueError, r"inside the image"),
+        ((2, 0, 2, 2), np.ones((2, 2), bool), ValueError, r"with area"),
+        ((0, 0, 2.5, 2), np.ones((2, 2), bool), TypeError, r"four ints"),
+        ((0, 0, 2), np.ones((2, 2), bool), TypeError, r"four ints"),
+        ((0, 0, 2, 2), np.ones(4, bool), ValueError, r"2-D binary array"),
+        ((0, 0, 2, 2), np.ones((0, 3), bool), ValueError, r"with cells"),
+        ((0, 0, 2, 2), np.ones((2, 2), np.float32), ValueError, r"dtype float32"),
+    ],
+)
+def test_hand_built_objects_with_bad_boxes_or_cells(box, cells, error, match):
+    obj = st.BsdObject("cat", box, cells, (4, 6))
+    with pytest.raises(error, match=match):
+        obj.mask
+    with pytest.raises(error, match=match):
+        st.DecodedObjects([obj], (4, 6)).mask()

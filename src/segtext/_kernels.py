@@ -69,29 +69,14 @@ def cell_index(n_pixels, n_cells):
 
 
 @njit(cache=True)
-def floor_index(n_pixels, n_cells):
-    """PyTorch legacy ``nearest`` source index: ``floor(i * n_cells / n_pixels)``."""
-    out = np.empty(n_pixels, np.int64)
-    for i in range(n_pixels):
-        out[i] = (i * n_cells) // n_pixels
+def floor_starts(n_pixels, n_cells):
+    """First pixel of each cell under PyTorch's legacy ``nearest`` rule, where pixel ``i``
+    takes cell ``floor(i * n_cells / n_pixels)``: ``ceil(r * n_pixels / n_cells)`` (length
+    ``n_cells + 1``, ending with ``n_pixels``)."""
+    out = np.empty(n_cells + 1, np.int64)
+    for r in range(n_cells + 1):
+        out[r] = (r * n_pixels + n_cells - 1) // n_cells
     return out
-
-
-@njit(cache=True)
-def cell_bounds(index, n_cells):
-    """Start of each cell's pixel span in a monotone index array (length ``n_cells + 1``)."""
-    n = index.shape[0]
-    bounds = np.empty(n_cells + 1, np.int64)
-    c = 0
-    bounds[0] = 0
-    for i in range(n):
-        while c < index[i]:
-            c += 1
-            bounds[c] = i
-    while c < n_cells:
-        c += 1
-        bounds[c] = n
-    return bounds
 
 
 @njit(cache=True)
@@ -247,47 +232,76 @@ def label_policy(compact, values, rlo, rhi, clo, chi, n_labels, any_mode, bg_com
 
 
 @njit(cache=True)
-def upsample(grid, ry, cx, out, or_into):
-    """Grid -> mask into ``out``: pixel (y, x) takes ``grid[ry[y], cx[x]]``.
+def upsample(grid, rs, cs, out):
+    """Grid -> mask into ``out``: cell ``(r, c)`` fills pixel rows ``rs[r]:rs[r + 1]`` and
+    columns ``cs[c]:cs[c + 1]`` (``rs``, ``cs``: cell starts, as :func:`cell_starts` or
+    :func:`floor_starts` give them).
 
-    ``ry`` and ``cx`` are monotone, so each grid row expands once into a row buffer of
-    constant spans, which is copied to every pixel row it covers. With ``or_into`` the
-    non-zero cells are ORed into ``out`` as 1 instead (pasting objects into one canvas).
+    Each grid row is expanded once, run by run, into a row buffer, which is copied to every
+    pixel row it covers (a vectorised copy).
     """
-    H, W = out.shape
-    w = grid.shape[1]
-    cb = cell_bounds(cx, w)
-    row = np.empty(W, out.dtype)
-    last = -1
-    for y in range(H):
-        r = ry[y]
-        if r != last:
-            for c in range(w):
-                v = grid[r, c]
-                if or_into:
-                    v = 1 if v != 0 else 0
-                for x in range(cb[c], cb[c + 1]):
-                    row[x] = v
-            last = r
-        o = out[y]
-        if or_into:
-            for x in range(W):
-                o[x] |= row[x]
-        else:
-            for x in range(W):
+    gh, gw = grid.shape
+    w = cs[gw]
+    row = np.empty(w, out.dtype)
+    for r in range(gh):
+        if rs[r + 1] == rs[r]:
+            continue
+        c = 0
+        while c < gw:  # one run of equal cells at a time
+            v = grid[r, c]
+            e = c + 1
+            while e < gw and grid[r, e] == v:
+                e += 1
+            row[cs[c] : cs[e]] = v
+            c = e
+        for y in range(rs[r], rs[r + 1]):
+            o = out[y]
+            for x in range(w):
                 o[x] = row[x]
     return out
 
 
 @njit(cache=True)
-def expand(grid, t4s, out, or_into):
-    """Grid -> mask into ``out`` with the exact cell geometry, or Text4Seg's floor rule
-    (see :func:`upsample` for ``or_into``)."""
+def expand(grid, t4s, out):
+    """Grid -> mask into ``out`` with the exact cell geometry, or Text4Seg's floor rule."""
     H, W = out.shape
     h, w = grid.shape
     if t4s:
-        return upsample(grid, floor_index(H, h), floor_index(W, w), out, or_into)
-    return upsample(grid, cell_index(H, h), cell_index(W, w), out, or_into)
+        return upsample(grid, floor_starts(H, h), floor_starts(W, w), out)
+    return upsample(grid, cell_starts(H, h), cell_starts(W, w), out)
+
+
+@njit(cache=True)
+def paste(grid, out, y0, y1, x0, x1):
+    """Set to 1 the pixels of the window ``out[y0:y1, x0:x1]`` whose cell (exact geometry)
+    is non-zero, leaving the others as they are: one object pasted into a canvas.
+
+    Works run by run: each run of non-zero cells in a grid row is one rectangle of pixels,
+    filled row by row. The window must lie inside ``out``; the caller checks.
+    """
+    gh, gw = grid.shape
+    rs = cell_starts(y1 - y0, gh)
+    cs = cell_starts(x1 - x0, gw)
+    for r in range(gh):
+        if rs[r + 1] == rs[r]:
+            continue
+        g = grid[r]
+        c = 0
+        while c < gw:
+            while c < gw and g[c] == 0:
+                c += 1
+            if c == gw:
+                break
+            a = c
+            while c < gw and g[c] != 0:
+                c += 1
+            xa = x0 + cs[a]
+            xb = x0 + cs[c]
+            for y in range(y0 + rs[r], y0 + rs[r + 1]):
+                o = out[y, xa:xb]
+                for x in range(xb - xa):
+                    o[x] = 1
+    return out
 
 
 # --------------------------------------------------------------------------- COCO RLE
@@ -703,63 +717,43 @@ def rle_bsd_object(data, compressed, H, W, S, policy, threshold, scale, max_run,
     return bricks, OK, box
 
 
-@njit(cache=True)
-def _starts_with(body, p, buf, a, b):
-    """``body[p:]`` starts with ``buf[a:b]``."""
-    return p + (b - a) <= body.shape[0] and _same(body, p, p + (b - a), buf, a, b)
+# Parts of a B-SD spelling table (one uint8 buffer ``tab`` plus offsets ``toff``, part i being
+# ``tab[toff[i]:toff[i + 1]]``), in this order: the six tags, the five box separators ("[", ",",
+# ",", ",", "]" or "(", ",", "),(", ",", ")"), then the brick prefix and suffix of each kind.
+_REF_O = 0
+_REF_C = 1
+_BOX_O = 2
+_BOX_C = 3
+_SEG_O = 4
+_SEG_C = 5
+_SEP = 6  # five separators: 6..10
+_BRICK = 11  # background prefix, foreground prefix, background suffix, foreground suffix: 11..14
 
 
-@njit(cache=True)
-def parse_bricks(body, pre, pre_off, post, post_off, S, max_run, row_wise):
-    """Fast path: bricks exactly as :func:`encode_bricks` writes them, summing to S*S.
-
-    Returns ``(ok, grid)``; any deviation gives ``ok`` False and the caller runs the
-    repairing parser.
-    """
-    n = body.shape[0]
-    grid = np.zeros((S, S), np.uint8)
-    flat = grid.reshape(S * S)
-    total = S * S
-    filled = 0
-    p = 0
-    while p < n:
-        kind = -1
-        for kd in range(2):
-            if _starts_with(body, p, pre, pre_off[kd], pre_off[kd + 1]):
-                kind = kd
-                break
-        if kind < 0:
-            return False, grid
-        p += pre_off[kind + 1] - pre_off[kind]
-        d0 = p
-        k = 0
-        while p < n and body[p] >= _D0 and body[p] <= _D9 and p - d0 < 9:
-            k = k * 10 + (body[p] - _D0)
-            p += 1
-        if p == d0 or body[d0] == _D0 or k > max_run:
-            return False, grid
-        if not _starts_with(body, p, post, post_off[kind], post_off[kind + 1]):
-            return False, grid
-        p += post_off[kind + 1] - post_off[kind]
-        if filled + k > total:
-            return False, grid
-        if row_wise and filled // S != (filled + k - 1) // S:
-            return False, grid
-        for q in range(filled, filled + k):
-            flat[q] = kind
-        filled += k
-    return filled == total, grid
+@njit(cache=True, inline="always")
+def _part_at(body, p, n, tab, toff, i):
+    """Index after part ``i`` if it stands at ``body[p:n]``, else -1."""
+    a = toff[i]
+    m = toff[i + 1] - a
+    if p < 0 or p + m > n:
+        return -1
+    for j in range(m):
+        if body[p + j] != tab[a + j]:
+            return -1
+    return p + m
 
 
-@njit(cache=True)
-def _find_bytes(body, tag, start, stop):
-    """First index ``>= start`` where ``tag`` starts and ends by ``stop``, or -1."""
-    m = tag.shape[0]
+@njit(cache=True, inline="always")
+def _find_part(body, start, stop, tab, toff, i):
+    """First index in ``[start, stop)`` where part ``i`` starts and ends by ``stop``, or -1."""
+    a = toff[i]
+    m = toff[i + 1] - a
+    first = tab[a]
     for p in range(start, stop - m + 1):
-        if body[p] == tag[0]:
+        if body[p] == first:
             ok = True
-            for k in range(1, m):
-                if body[p + k] != tag[k]:
+            for j in range(1, m):
+                if body[p + j] != tab[a + j]:
                     ok = False
                     break
             if ok:
@@ -767,17 +761,68 @@ def _find_bytes(body, tag, start, stop):
     return -1
 
 
-@njit(cache=True)
-def _expect(body, p, tag):
-    """Index after ``tag`` if it stands at ``p``, else -1."""
-    m = tag.shape[0]
-    return p + m if _starts_with(body, p, tag, 0, m) else -1
+@njit(cache=True, inline="always")
+def _read_bricks(body, p, n, tab, toff, S, max_run, row_wise, flat):
+    """Bricks from ``body[p:n]`` into the ``S*S`` cells ``flat`` until all are filled.
+
+    Only bricks exactly as :func:`encode_bricks` writes them (a length of 1..``max_run``
+    without leading zeros; with ``row_wise`` no brick over a row end). Returns the index
+    after the last brick, or -1 at the first deviation.
+    """
+    total = S * S
+    b0 = toff[_BRICK]  # background prefix
+    b1 = toff[_BRICK + 1]
+    f1 = toff[_BRICK + 2]  # foreground prefix: b1..f1
+    filled = 0
+    while filled < total:
+        kind = 0
+        e = p + (b1 - b0)
+        if e > n:
+            e = -1
+        else:
+            for j in range(b1 - b0):
+                if body[p + j] != tab[b0 + j]:
+                    e = -1
+                    break
+        if e < 0:
+            kind = 1
+            e = p + (f1 - b1)
+            if e > n:
+                return -1
+            for j in range(f1 - b1):
+                if body[p + j] != tab[b1 + j]:
+                    return -1
+        d0 = e
+        k = 0
+        while e < n and e - d0 < 9 and body[e] >= _D0 and body[e] <= _D9:
+            k = k * 10 + (body[e] - _D0)
+            e += 1
+        if e == d0 or body[d0] == _D0 or k > max_run or filled + k > total:
+            return -1
+        if row_wise and filled // S != (filled + k - 1) // S:
+            return -1
+        p = _part_at(body, e, n, tab, toff, _BRICK + 2 + kind)
+        if p < 0:
+            return -1
+        flat[filled : filled + k] = kind
+        filled += k
+    return p
 
 
 @njit(cache=True)
-def _number(body, p):
-    """``(value, end)`` of 1..9 ASCII digits at ``p``; ``end = -1`` when there are none."""
+def parse_bricks(body, tab, toff, S, max_run, row_wise):
+    """Fast path: a body of bricks exactly as :func:`encode_bricks` writes them, summing to
+    ``S*S``. Returns ``(ok, grid)``; any deviation gives ``ok`` False and the caller runs
+    the repairing parser."""
+    grid = np.zeros((S, S), np.uint8)
     n = body.shape[0]
+    end = _read_bricks(body, 0, n, tab, toff, S, max_run, row_wise, grid.reshape(S * S))
+    return end == n, grid
+
+
+@njit(cache=True)
+def _box_number(body, p, n):
+    """``(value, end)`` of 1..9 ASCII digits at ``p``; ``end = -1`` when there are none or more."""
     v = 0
     q = p
     while q < n and q - p < 9 and body[q] >= _D0 and body[q] <= _D9:
@@ -789,90 +834,75 @@ def _number(body, p):
 
 
 @njit(cache=True)
-def parse_bsd(body, tags, seps, pre, pre_off, post, post_off, S, max_run, row_wise, hi_x, hi_y):
-    """Fast path of the B-SD decoder: blocks exactly as the encoder writes them.
+def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale):
+    """Fast path of the B-SD decoder: blocks exactly as the encoder writes them, in one pass.
 
-    ``tags`` holds the six tags (ref, /ref, box, /box, seg, /seg) as bytes with offsets in
-    ``tags[1]``; ``seps`` the five separators of the box spelling ("[", ",", ",", ",", "]"
-    or "(", ",", "),(", ",", ")"). Text outside blocks is skipped. Returns ``(ok, spans,
-    boxes, grids)``: label byte spans, boxes as written, and the S x S brick grids; ``ok`` is
-    False at the first deviation (the caller then runs the repairing parser).
+    ``tab``/``toff`` is the spelling table (see ``_REF_O`` .. ``_BRICK``). Boxes are read on
+    the ``0..scale`` grid and mapped back to pixel edges (first corner floored, second
+    ceiled), or read as pixels when ``scale`` is 0. Text outside blocks is skipped. Returns
+    ``(ok, meta, grids)``: one row ``(label_start, label_end, x1, y1, x2, y2)`` per object
+    (label byte span, box in pixel edges) and the ``S x S`` cells of each; ``ok`` is False at
+    the first deviation, including a box that covers no pixel (the caller then runs the
+    repairing parser).
     """
-    buf, off = tags
-    sbuf, soff = seps
-    ref_o = buf[off[0] : off[1]]
-    ref_c = buf[off[1] : off[2]]
-    box_o = buf[off[2] : off[3]]
-    box_c = buf[off[3] : off[4]]
-    seg_o = buf[off[4] : off[5]]
-    seg_c = buf[off[5] : off[6]]
     n = body.shape[0]
-    cap = 0
-    p = _find_bytes(body, seg_o, 0, n)
-    while p >= 0:
-        cap += 1
-        p = _find_bytes(body, seg_o, p + 1, n)
-    spans = np.empty((cap, 2), np.int64)
-    boxes = np.empty((cap, 4), np.int64)
-    grids = np.zeros((cap, S, S), np.uint8)
-    fail = (False, spans[:0], boxes[:0], grids[:0])
+    hi_x = W if scale == 0 else scale
+    hi_y = H if scale == 0 else scale
+    cap = 2
+    meta = np.empty((cap, 6), np.int64)
+    grids = np.empty((cap, S, S), np.uint8)
+    q = np.empty(4, np.int64)
     m = 0
     p = 0
     while True:
-        r = _find_bytes(body, ref_o, p, n)
-        b = _find_bytes(body, box_o, p, n if r < 0 else r)
-        if b >= 0:
-            return fail  # a box without its ref
-        if _find_bytes(body, seg_o, p, n if r < 0 else r) >= 0:
-            return fail  # bricks outside any block
+        r = _find_part(body, p, n, tab, toff, _REF_O)
+        stop = n if r < 0 else r
+        if _find_part(body, p, stop, tab, toff, _BOX_O) >= 0 or _find_part(body, p, stop, tab, toff, _SEG_O) >= 0:
+            return False, meta[:0], grids[:0]  # a box without its ref, or bricks outside any block
         if r < 0:
             break
-        if m == cap:
-            return fail
-        start = r + ref_o.shape[0]
-        q = _find_bytes(body, ref_c, start, n)
-        if q < 0 or q == start:
-            return fail
-        if _find_bytes(body, ref_o, start, q) >= 0 or _find_bytes(body, box_o, start, q) >= 0:
-            return fail
-        spans[m, 0] = start
-        spans[m, 1] = q
-        p = _expect(body, q + ref_c.shape[0], box_o)
-        if p < 0:
-            return fail
+        start = _part_at(body, r, n, tab, toff, _REF_O)
+        end = _find_part(body, start, n, tab, toff, _REF_C)
+        if end <= start:
+            return False, meta[:0], grids[:0]  # no label, or the ref never closed
+        if _find_part(body, start, end, tab, toff, _REF_O) >= 0 or _find_part(body, start, end, tab, toff, _BOX_O) >= 0:
+            return False, meta[:0], grids[:0]
+        p = _part_at(body, _part_at(body, end, n, tab, toff, _REF_C), n, tab, toff, _BOX_O)
         for k in range(4):
-            p = _expect(body, p, sbuf[soff[k] : soff[k + 1]])
+            p = _part_at(body, p, n, tab, toff, _SEP + k)
             if p < 0:
-                return fail
-            v, p = _number(body, p)
-            if p < 0:
-                return fail
-            boxes[m, k] = v
-        p = _expect(body, p, sbuf[soff[4] : soff[5]])
+                return False, meta[:0], grids[:0]
+            q[k], p = _box_number(body, p, n)
+        p = _part_at(body, p, n, tab, toff, _SEP + 4)
+        p = _part_at(body, p, n, tab, toff, _BOX_C)
+        p = _part_at(body, p, n, tab, toff, _SEG_O)
+        if p < 0 or q[2] < q[0] or q[3] < q[1] or q[2] > hi_x or q[3] > hi_y:
+            return False, meta[:0], grids[:0]
+        if m == cap:
+            cap *= 2
+            more = np.empty((cap, 6), np.int64)
+            more[:m] = meta
+            meta = more
+            more_grids = np.empty((cap, S, S), np.uint8)
+            more_grids[:m] = grids
+            grids = more_grids
+        meta[m, 0] = start
+        meta[m, 1] = end
+        if scale == 0:
+            meta[m, 2:] = q
+        else:
+            meta[m, 2] = q[0] * W // scale
+            meta[m, 3] = q[1] * H // scale
+            meta[m, 4] = (q[2] * W + scale - 1) // scale
+            meta[m, 5] = (q[3] * H + scale - 1) // scale
+        if meta[m, 4] <= meta[m, 2] or meta[m, 5] <= meta[m, 3]:
+            return False, meta[:0], grids[:0]
+        p = _read_bricks(body, p, n, tab, toff, S, max_run, row_wise, grids[m].reshape(S * S))
+        p = _part_at(body, p, n, tab, toff, _SEG_C)
         if p < 0:
-            return fail
-        p = _expect(body, p, box_c)
-        if p < 0:
-            return fail
-        p = _expect(body, p, seg_o)
-        if p < 0:
-            return fail
-        e = _find_bytes(body, seg_c, p, n)
-        if e < 0:
-            return fail
-        x1 = boxes[m, 0]
-        y1 = boxes[m, 1]
-        x2 = boxes[m, 2]
-        y2 = boxes[m, 3]
-        if x2 < x1 or y2 < y1 or x2 > hi_x or y2 > hi_y:
-            return fail
-        ok, grid = parse_bricks(body[p:e], pre, pre_off, post, post_off, S, max_run, row_wise)
-        if not ok:
-            return fail
-        grids[m] = grid
+            return False, meta[:0], grids[:0]
         m += 1
-        p = e + seg_c.shape[0]
-    return True, spans[:m], boxes[:m], grids[:m]
+    return True, meta[:m], grids[:m]
 
 
 # --------------------------------------------------------------------------- panoptic

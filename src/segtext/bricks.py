@@ -44,6 +44,7 @@ Decoding
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -278,47 +279,60 @@ def _token_table(fg_token: str, bg_token: str):
     return pre, pre_off, post, post_off, pattern, (bpre, fpre), (bpost, fpost)
 
 
-def _byte_table(parts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    encoded = [t.encode("utf-8") for t in parts]
-    off = np.zeros(len(encoded) + 1, np.int64)
-    np.cumsum([len(e) for e in encoded], out=off[1:])
-    return np.frombuffer(b"".join(encoded), np.uint8), off
+@dataclass(frozen=True)
+class _Config:
+    """The checked B-SD parameters, with the byte tables the kernels read."""
+
+    S: int
+    max_run: int
+    row_wise: bool
+    spelling: _Spelling
+    tokens: tuple  # _token_table(fg_token, bg_token)
+    tab: np.ndarray  # the spelling table of the kernels: tags, box separators, brick parts
+    toff: np.ndarray
 
 
-@lru_cache(maxsize=8)
-def _spelling_tables(box_format: str):
-    sp = BOX_FORMATS[box_format]
-    seps = ("(", ",", "),(", ",", ")") if sp.pairs else ("[", ",", ",", ",", "]")
-    return _byte_table(sp.tags), _byte_table(seps)
-
-
-def _fast_bsd(text: str, box_format: str, S: int, max_run: int, row_wise: bool, tokens,
-              H: int, W: int) -> list[BsdObject] | None:
-    """Objects of a text whose blocks are exactly as :func:`encode_bsd` writes them, else None."""
-    sp = BOX_FORMATS[box_format]
-    pre, pre_off, post, post_off, *_ = tokens
-    raw = text.encode("utf-8")
-    hi_x, hi_y = (W, H) if sp.scale is None else (sp.scale, sp.scale)
-    ok, spans, boxes, grids = K.parse_bsd(np.frombuffer(raw, np.uint8), *_spelling_tables(box_format),
-                                          pre, pre_off, post, post_off, S, max_run, row_wise, hi_x, hi_y)
-    if not ok:
-        return None
-    objects = []
-    for (a, b), q, grid in zip(spans.tolist(), boxes.tolist(), grids):
-        box = tuple(q) if sp.scale is None else _dequantize(q, H, W, sp.scale)
-        if box[2] <= box[0] or box[3] <= box[1]:
-            return None
-        objects.append(BsdObject(raw[a:b].decode("utf-8"), box, grid.view(bool), (H, W)))
-    return objects
-
-
-def _checked_args(resolution: int, max_run: int, box_format: str) -> _Spelling:
+def _build_config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any, fg_token: Any,
+                  bg_token: Any) -> _Config:
     for name, v in (("resolution", resolution), ("max_run", max_run)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if box_format not in BOX_FORMATS:
+    if not isinstance(box_format, str) or box_format not in BOX_FORMATS:
         raise ValueError(f"box_format must be one of {tuple(BOX_FORMATS)}, got {box_format!r}")
-    return BOX_FORMATS[box_format]
+    sp = BOX_FORMATS[box_format]
+    tokens = _token_table(fg_token, bg_token)
+    seps = ("(", ",", "),(", ",", ")") if sp.pairs else ("[", ",", ",", ",", "]")
+    parts = [t.encode("utf-8") for t in (*sp.tags, *seps, *tokens[5], *tokens[6])]
+    toff = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum([len(e) for e in parts], out=toff[1:])
+    tab = np.frombuffer(b"".join(parts), np.uint8)
+    return _Config(int(resolution), int(max_run), bool(row_wise), sp, tokens, tab, toff)
+
+
+_cached_config = lru_cache(maxsize=64, typed=True)(_build_config)
+
+
+def _config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any, fg_token: Any,
+            bg_token: Any) -> _Config:
+    """Checked parameters, cached (a decoder is called once per answer with the same ones)."""
+    args = (resolution, max_run, row_wise, box_format, fg_token, bg_token)
+    try:
+        hash(args)
+    except TypeError:  # an unhashable argument: check it uncached, for the clear error
+        return _build_config(*args)
+    return _cached_config(*args)
+
+
+def _fast_bsd(raw: bytes, cfg: _Config, H: int, W: int) -> list[BsdObject] | None:
+    """Objects of a text whose blocks are exactly as :func:`encode_bsd` writes them, else None."""
+    ok, meta, grids = K.parse_bsd(np.frombuffer(raw, np.uint8), cfg.tab, cfg.toff, cfg.S, cfg.max_run,
+                                  cfg.row_wise, H, W, cfg.spelling.scale or 0)
+    if not ok:
+        return None
+    cells = grids.view(bool)
+    size = (H, W)
+    return [BsdObject(raw[a:b].decode("utf-8"), (x1, y1, x2, y2), cells[i], size)
+            for i, (a, b, x1, y1, x2, y2) in enumerate(meta.tolist())]
 
 
 def _check_bsd_label(label: Any, spelling: _Spelling, where: str) -> str:
@@ -379,10 +393,10 @@ def encode_bsd(
         '<ref>cat</ref><box>[0,0,500,500]</box><seg><fg_4></seg>'
     """
     H, W = image_size_arg(image_size)
-    spelling = _checked_args(resolution, max_run, box_format)
+    cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
+    spelling, S, max_run, row_wise = cfg.spelling, cfg.S, cfg.max_run, cfg.row_wise
     code = policy_code(policy, threshold)
-    S = int(resolution)
-    pre, pre_off, post, post_off, *_ = _token_table(fg_token, bg_token)
+    pre, pre_off, post, post_off, *_ = cfg.tokens
     if isinstance(objects, (str, bytes, dict)) or not isinstance(objects, Sequence):
         raise TypeError(f"objects must be a sequence of (label, mask) pairs, got {type(objects).__name__}")
     parts = []
@@ -392,8 +406,8 @@ def encode_bsd(
             raise TypeError(f"{where} must be a (label, mask) pair, got {type(obj).__name__}")
         label = _check_bsd_label(obj[0], spelling, where)
         if isinstance(obj[1], dict) and code != 0:  # the hot path: one compiled call
-            block = _rle_block(obj[1], label, H, W, S, code, float(threshold), spelling, int(max_run),
-                               bool(row_wise), pre, pre_off, post, post_off, where)
+            block = _rle_block(obj[1], label, H, W, S, code, float(threshold), spelling, max_run,
+                               row_wise, pre, pre_off, post, post_off, where)
             if block is None:
                 if skip_empty:
                     continue
@@ -422,7 +436,7 @@ def encode_bsd(
             grid = K.crop_grid(data.T, x0, x1, y0, y1, S, code, float(threshold), px, py).T.copy()
         else:
             grid = K.crop_grid(data, y0, y1, x0, x1, S, code, float(threshold), py, px)
-        bricks, _ = K.encode_bricks(grid, int(max_run), bool(row_wise), pre, pre_off, post, post_off)
+        bricks, _ = K.encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off)
         parts.append(spelling.ref_open + label + spelling.ref_close + spelling.box_text(written)
                      + spelling.seg_open + bricks.tobytes().decode("utf-8") + spelling.seg_close)
     return "".join(parts)
@@ -483,9 +497,33 @@ class BsdObject:
         return cached
 
 
+_BOOL = np.dtype(bool)
+
+
 def _paste(obj: BsdObject, canvas: np.ndarray) -> None:
-    x0, y0, x1, y1 = obj.box
-    K.expand(obj.bricks.view(np.uint8), False, canvas[y0:y1, x0:x1], True)
+    """OR the object's cells, enlarged to its box, into ``canvas`` (C-ordered uint8)."""
+    box = obj.box
+    cells = obj.bricks
+    H, W = canvas.shape
+    if type(box) is tuple and len(box) == 4 and type(cells) is np.ndarray and cells.dtype is _BOOL \
+            and cells.ndim == 2 and cells.size:
+        x0, y0, x1, y1 = box
+        if type(x0) is int and type(y0) is int and type(x1) is int and type(y1) is int \
+                and 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H:
+            K.paste(cells.view(np.uint8), canvas, y0, y1, x0, x1)
+            return
+    # not the decoder's own kind of object: check it, with a clear message
+    try:
+        x0, y0, x1, y1 = (operator.index(v) for v in box)
+    except (TypeError, ValueError):
+        raise TypeError(f"object {obj.label!r}: box must be four ints (x1, y1, x2, y2), got {box!r}") from None
+    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+        raise ValueError(f"object {obj.label!r}: box {box} is not a box with area inside the image {(H, W)}")
+    cells = np.asarray(cells)
+    if cells.ndim != 2 or not cells.size or cells.dtype.kind not in "biu":
+        raise ValueError(f"object {obj.label!r}: bricks must be a 2-D binary array with cells, "
+                         f"got shape {cells.shape}, dtype {cells.dtype}")
+    K.paste(np.ascontiguousarray(cells != 0).view(np.uint8), canvas, y0, y1, x0, x1)
 
 
 @dataclass
@@ -595,11 +633,11 @@ def _parse_box(inner: str, offset: int, spelling: _Spelling, H: int, W: int,
     return box
 
 
-def _parse_bricks(body: str, offset: int, S: int, max_run: int, row_wise: bool, tokens,
-                  log: RepairLog) -> np.ndarray:
-    pre, pre_off, post, post_off, pattern, pres, posts = tokens
-    ok, grid = K.parse_bricks(np.frombuffer(body.encode("utf-8"), np.uint8), pre, pre_off, post,
-                              post_off, S, max_run, row_wise)
+def _parse_bricks(body: str, offset: int, cfg: _Config, log: RepairLog) -> np.ndarray:
+    S, max_run, row_wise = cfg.S, cfg.max_run, cfg.row_wise
+    pattern, pres, posts = cfg.tokens[4:]
+    ok, grid = K.parse_bricks(np.frombuffer(body.encode("utf-8"), np.uint8), cfg.tab, cfg.toff, S,
+                              max_run, row_wise)
     if ok:
         return grid
     total = S * S
@@ -685,22 +723,20 @@ def decode_bsd(
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
     H, W = image_size_arg(image_size)
-    spelling = _checked_args(resolution, max_run, box_format)
-    if mode not in ("strict", "repair"):
+    cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
+    if mode != "repair" and mode != "strict":
         raise ValueError(f"mode must be 'strict' or 'repair', got {mode!r}")
-    tokens = _token_table(fg_token, bg_token)
-    S = int(resolution)
-    fast = _fast_bsd(text, box_format, S, int(max_run), bool(row_wise), tokens, H, W)
+    fast = _fast_bsd(text.encode("utf-8"), cfg, H, W)
     if fast is not None:
         return DecodedObjects(fast, (H, W), [])
     log = RepairLog(text, strict=mode == "strict")
-    objects = _decode_blocks(text, spelling, S, int(max_run), bool(row_wise), tokens, H, W, log)
+    objects = _decode_blocks(text, cfg, H, W, log)
     return DecodedObjects(objects, (H, W), log.repairs)
 
 
-def _decode_blocks(text: str, sp: _Spelling, S: int, max_run: int, row_wise: bool, tokens,
-                   H: int, W: int, log: RepairLog) -> list[BsdObject]:
+def _decode_blocks(text: str, cfg: _Config, H: int, W: int, log: RepairLog) -> list[BsdObject]:
     """The repairing block parser (any text); every fix goes to ``log``."""
+    sp = cfg.spelling
     objects: list[BsdObject] = []
     n = len(text)
     pos = 0
@@ -761,7 +797,7 @@ def _decode_blocks(text: str, sp: _Spelling, S: int, max_run: int, row_wise: boo
             pos = seg_end + len(sp.seg_close)
         if box is None:
             continue
-        grid = _parse_bricks(text[body_at:seg_end], body_at, S, max_run, row_wise, tokens, log)
+        grid = _parse_bricks(text[body_at:seg_end], body_at, cfg, log)
         objects.append(BsdObject(label, box, grid.view(bool), (H, W)))
     return objects
 

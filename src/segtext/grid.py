@@ -301,5 +301,5 @@ def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact",
     if g.dtype == np.bool_:
         g = g.view(np.uint8)
     if out_dtype == np.bool_:
-        return K.expand(g, t4s, np.empty((H, W), np.uint8), False).view(np.bool_)
-    return K.expand(g, t4s, np.empty((H, W), out_dtype), False)
+        return K.expand(g, t4s, np.empty((H, W), np.uint8)).view(np.bool_)
+    return K.expand(g, t4s, np.empty((H, W), out_dtype))
