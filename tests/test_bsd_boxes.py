@@ -272,6 +272,6 @@ def test_hand_built_objects_with_numpy_ints_and_01_cells():
 def test_hand_built_objects_with_bad_boxes_or_cells(box, cells, error, match):
     obj = st.BsdObject("cat", box, cells, (4, 6))
     with pytest.raises(error, match=match):
-        obj.mask
+        _ = obj.mask
     with pytest.raises(error, match=match):
         st.DecodedObjects([obj], (4, 6)).mask()

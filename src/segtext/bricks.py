@@ -54,7 +54,13 @@ from typing import Any
 import numpy as np
 
 from segtext import _kernels as K
-from segtext._validate import as_array, image_size_arg, label_map_arg, pillow_index, policy_code
+from segtext._validate import (
+    as_array,
+    image_size_arg,
+    label_map_arg,
+    pillow_index,
+    policy_code,
+)
 from segtext.coco import check_status, rle_runs, rle_source
 from segtext.repairs import Repair, RepairLog
 
