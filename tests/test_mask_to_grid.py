@@ -237,3 +237,12 @@ def test_label_map_extreme_label_values():
             st.mask_to_grid(m, (7, 9), policy=policy, ignore_index=255),
             naive.mask_to_grid(m, (7, 9), policy=policy, ignore_index=255),
         )
+
+
+@given(n=hs.integers(1, 400), threshold=threshold_st)
+def test_votes_needed_is_the_smallest_count_whose_fraction_reaches_the_threshold(n, threshold):
+    """The kernels decide `majority` cells on integers; this must be exactly Python's f / n >= t."""
+    from segtext import _kernels as K
+
+    want = next((f for f in range(n + 1) if f / n >= threshold), n + 1)
+    assert K.votes_needed(n, threshold) == want

@@ -118,18 +118,6 @@ def first_cells(lo, hi, n_pixels):
     return first
 
 
-@njit(cache=True)
-def span_areas(rlo, rhi, clo, chi):
-    """Pixels per cell: the product of the row and column span lengths."""
-    h = rlo.shape[0]
-    w = clo.shape[0]
-    out = np.empty((h, w), np.int64)
-    for r in range(h):
-        for c in range(w):
-            out[r, c] = (rhi[r] - rlo[r]) * (chi[c] - clo[c])
-    return out
-
-
 # --------------------------------------------------------------------------- dense masks
 
 
@@ -162,19 +150,41 @@ def span_counts(mask, rlo, rhi, clo, chi, ignore, has_ignore):
 
 
 @njit(cache=True)
+def votes_needed(n, threshold):
+    """The fewest foreground pixels ``f`` of ``n`` with ``f / n >= threshold`` (the float
+    division, as Python computes it), or ``n + 1`` if none. ``f / n`` is monotone in ``f``,
+    so a cell is foreground exactly when its count reaches this number."""
+    f = min(max(np.int64(np.ceil(threshold * n)), 0), n + 1)
+    while f > 0 and (f - 1) / n >= threshold:
+        f -= 1
+    while f <= n and f / n < threshold:
+        f += 1
+    return f
+
+
+@njit(cache=True)
 def binary_policy(fg, valid, policy, threshold, empty_label):
-    """Turn cell counts into a 0/1 grid. ``policy``: 1 majority, 2 any."""
+    """Turn cell counts into a 0/1 grid. ``policy``: 1 majority, 2 any (cells without
+    pixels get ``empty_label``). The majority test ``fg / n >= threshold`` is made on
+    integers with :func:`votes_needed`, worked out once per distinct pixel count ``n``
+    (cells of one grid have at most a few)."""
     h, w = fg.shape
     out = np.empty((h, w), np.int32)
+    last_n = -1
+    need = 1
     for r in range(h):
         for c in range(w):
             n = valid[r, c]
             if n == 0:
                 out[r, c] = empty_label
-            elif policy == 1:
-                out[r, c] = 1 if fg[r, c] / n >= threshold else 0
+                continue
+            if policy == 1:
+                if n != last_n:
+                    need = votes_needed(n, threshold)
+                    last_n = n
             else:
-                out[r, c] = 1 if fg[r, c] > 0 else 0
+                need = 1
+            out[r, c] = 1 if fg[r, c] >= need else 0
     return out
 
 
@@ -348,15 +358,11 @@ def decode_coco_counts(s):
 
 
 @njit(cache=True)
-def rle_window_counts(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfirst):
-    """Per-cell foreground counts of the window ``[y0, y1) x [x0, x1)`` straight from runs.
-
-    ``counts`` are column-major runs over an image of height ``H`` (no dense mask is
-    built). The window's cells vote over the spans ``rlo/rhi`` (rows) and ``clo/chi``
-    (columns) in window coordinates; ``rfirst``/``cfirst`` come from :func:`first_cells`.
-    Whole foreground columns of the window are counted per grid column and spread over
-    the grid rows at the end.
-    """
+def _window_segments(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfirst):
+    """The run walk of :func:`rle_window_counts`: ``(fg, covered, full)``, where ``fg`` holds
+    the pixels of cells cut by a column segment, ``covered`` the +1/-1 marks of cells that
+    a segment holds whole (a difference array down each grid column), and ``full`` the
+    window columns that are foreground from top to bottom, per grid column."""
     h = rlo.shape[0]
     w = clo.shape[0]
     fg = np.zeros((h, w), np.int64)
@@ -408,12 +414,76 @@ def rle_window_counts(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfi
         pos = e
         if pos >= end:
             break
-    for c in range(w):
-        inside = full[c]
-        for r in range(h):
-            inside += covered[r, c]
-            fg[r, c] += inside * (rhi[r] - rlo[r])
+    return fg, covered, full
+
+
+@njit(cache=True)
+def rle_window_counts(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfirst):
+    """Per-cell foreground counts of the window ``[y0, y1) x [x0, x1)`` straight from runs.
+
+    ``counts`` are column-major runs over an image of height ``H`` (no dense mask is
+    built). The window's cells vote over the spans ``rlo/rhi`` (rows) and ``clo/chi``
+    (columns) in window coordinates; ``rfirst``/``cfirst`` come from :func:`first_cells`.
+    Whole foreground columns of the window are counted per grid column and spread over
+    the grid rows at the end.
+    """
+    fg, covered, inside = _window_segments(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfirst)
+    for r in range(rlo.shape[0]):  # whole cells of each grid column, running down the rows
+        span = rhi[r] - rlo[r]
+        cov = covered[r]
+        row = fg[r]
+        for c in range(clo.shape[0]):
+            inside[c] += cov[c]
+            row[c] += inside[c] * span
     return fg
+
+
+@njit(cache=True)
+def _fill_needed(need, span, clo, chi, policy, threshold):
+    """Votes each cell of a grid row with ``span`` pixel rows needs (see :func:`binary_policy`)."""
+    for c in range(clo.shape[0]):
+        n = span * (chi[c] - clo[c])
+        need[c] = 1 if (policy != 1 or n == 0) else votes_needed(n, threshold)
+
+
+@njit(cache=True)
+def rle_window_grid(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfirst, policy, threshold):
+    """:func:`binary_policy` of :func:`rle_window_counts` (cells as many pixels as their
+    spans hold, ``empty_label`` 0) in one pass: each cell's count is compared with the votes
+    it needs as soon as it is known.
+    The votes are worked out per distinct row span (cell spans have one or two lengths)."""
+    fg, covered, inside = _window_segments(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfirst)
+    h = rlo.shape[0]
+    w = clo.shape[0]
+    out = np.empty((h, w), np.int32)
+    need_a = np.empty(w, np.int64)
+    need_b = np.empty(w, np.int64)
+    span_a = -1
+    span_b = -1
+    refill_a = True  # which table a new span replaces
+    for r in range(h):
+        span = rhi[r] - rlo[r]
+        if span == span_a:
+            need = need_a
+        elif span == span_b:
+            need = need_b
+        elif refill_a:
+            _fill_needed(need_a, span, clo, chi, policy, threshold)
+            span_a = span
+            need = need_a
+            refill_a = False
+        else:
+            _fill_needed(need_b, span, clo, chi, policy, threshold)
+            span_b = span
+            need = need_b
+            refill_a = True
+        cov = covered[r]
+        row = fg[r]
+        o = out[r]
+        for c in range(w):
+            inside[c] += cov[c]
+            o[c] = 1 if row[c] + inside[c] * span >= need[c] else 0
+    return out
 
 
 @njit(cache=True)
@@ -449,9 +519,8 @@ def _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out):
         return
     rlo, rhi = cell_spans(H, h)
     clo, chi = cell_spans(W, w)
-    fg = rle_window_counts(counts, H, 0, H, 0, W, rlo, rhi, first_cells(rlo, rhi, H),
-                           clo, chi, first_cells(clo, chi, W))
-    out[:, :] = binary_policy(fg, span_areas(rlo, rhi, clo, chi), policy, threshold, 0)
+    out[:, :] = rle_window_grid(counts, H, 0, H, 0, W, rlo, rhi, first_cells(rlo, rhi, H),
+                                clo, chi, first_cells(clo, chi, W), policy, threshold)
 
 
 @njit(cache=True)
@@ -610,9 +679,8 @@ def rle_crop_grid(counts, H, y0, y1, x0, x1, S, policy, threshold, py, px):
         return rle_sample(counts, H, py + y0, px + x0)
     rlo, rhi = cell_spans(y1 - y0, S)
     clo, chi = cell_spans(x1 - x0, S)
-    fg = rle_window_counts(counts, H, y0, y1, x0, x1, rlo, rhi, first_cells(rlo, rhi, y1 - y0),
-                           clo, chi, first_cells(clo, chi, x1 - x0))
-    return binary_policy(fg, span_areas(rlo, rhi, clo, chi), policy, threshold, 0)
+    return rle_window_grid(counts, H, y0, y1, x0, x1, rlo, rhi, first_cells(rlo, rhi, y1 - y0),
+                           clo, chi, first_cells(clo, chi, x1 - x0), policy, threshold)
 
 
 @njit(cache=True)
@@ -656,10 +724,9 @@ def encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off):
     p = 0
     for t in range(m):
         kd = kinds[t]
-        a = pre_off[kd]
-        b = pre_off[kd + 1]
-        out[p : p + b - a] = pre[a:b]
-        p += b - a
+        for j in range(pre_off[kd], pre_off[kd + 1]):  # byte loops: a slice copy per brick costs more
+            out[p] = pre[j]
+            p += 1
         k = lengths[t]
         d = _n_digits(k)
         q = p + d - 1
@@ -668,10 +735,9 @@ def encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off):
             k //= 10
             q -= 1
         p += d
-        a = post_off[kd]
-        b = post_off[kd + 1]
-        out[p : p + b - a] = post[a:b]
-        p += b - a
+        for j in range(post_off[kd], post_off[kd + 1]):
+            out[p] = post[j]
+            p += 1
     return out, m
 
 
