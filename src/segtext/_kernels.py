@@ -711,21 +711,23 @@ def brick_runs(grid, max_run, row_wise):
 
 
 @njit(cache=True)
-def encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off):
-    """Brick tokens of an S x S 0/1 grid (see :func:`brick_runs`); a token is
-    ``pre[kind] + k + post[kind]``. Returns ``(bytes, n_bricks)``."""
+def encode_bricks(grid, max_run, row_wise, tab, toff):
+    """Brick tokens of an S x S 0/1 grid (see :func:`brick_runs`); a token is the kind's
+    prefix, ``k`` in decimal, the kind's suffix (parts ``_BRICK`` .. ``_BRICK + 3`` of the
+    spelling table ``tab``/``toff``). Returns ``(bytes, n_bricks)``."""
     kinds, lengths = brick_runs(grid, max_run, row_wise)
     m = kinds.shape[0]
     size = 0
     for t in range(m):
         kd = kinds[t]
-        size += (pre_off[kd + 1] - pre_off[kd]) + _n_digits(lengths[t]) + (post_off[kd + 1] - post_off[kd])
+        size += (toff[_BRICK + kd + 1] - toff[_BRICK + kd]) + _n_digits(lengths[t]) \
+            + (toff[_BRICK + kd + 3] - toff[_BRICK + kd + 2])
     out = np.empty(size, np.uint8)
     p = 0
     for t in range(m):
         kd = kinds[t]
-        for j in range(pre_off[kd], pre_off[kd + 1]):  # byte loops: a slice copy per brick costs more
-            out[p] = pre[j]
+        for j in range(toff[_BRICK + kd], toff[_BRICK + kd + 1]):  # byte loops: a slice copy per brick costs more
+            out[p] = tab[j]
             p += 1
         k = lengths[t]
         d = _n_digits(k)
@@ -735,15 +737,14 @@ def encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off):
             k //= 10
             q -= 1
         p += d
-        for j in range(post_off[kd], post_off[kd + 1]):
-            out[p] = post[j]
+        for j in range(toff[_BRICK + kd + 2], toff[_BRICK + kd + 3]):
+            out[p] = tab[j]
             p += 1
     return out, m
 
 
 @njit(cache=True)
-def rle_bsd_object(data, compressed, H, W, S, policy, threshold, scale, max_run, row_wise,
-                   pre, pre_off, post, post_off):
+def rle_bsd_object(data, compressed, H, W, S, policy, threshold, scale, max_run, row_wise, tab, toff):
     """One B-SD object from a COCO RLE in one call: runs -> tight box -> box as written (on
     the ``0..scale`` grid, or pixels when ``scale`` is 0) -> the crop of the decoded box ->
     S x S cells (``policy`` 1 majority or 2 any) -> brick bytes.
@@ -779,7 +780,7 @@ def rle_bsd_object(data, compressed, H, W, S, policy, threshold, scale, max_run,
         box[3] = y1
     no_samples = np.empty(0, np.int64)
     grid = rle_crop_grid(counts, H, y0, y1, x0, x1, S, policy, threshold, no_samples, no_samples)
-    bricks, _ = encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off)
+    bricks, _ = encode_bricks(grid, max_run, row_wise, tab, toff)
     return bricks, OK, box
 
 

@@ -268,21 +268,13 @@ def _split_token(token: str, name: str) -> tuple[str, str]:
     return pre, post
 
 
-@lru_cache(maxsize=32)
-def _token_table(fg_token: str, bg_token: str):
+def _brick_spellings(fg_token: str, bg_token: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """``((bg prefix, fg prefix), (bg suffix, fg suffix))``: index 0 background, 1 foreground."""
     fpre, fpost = _split_token(fg_token, "fg_token")
     bpre, bpost = _split_token(bg_token, "bg_token")
     if fpre.startswith(bpre) or bpre.startswith(fpre):
         raise ValueError(f"fg_token {fg_token!r} and bg_token {bg_token!r} must start differently")
-
-    def table(a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
-        ea, eb = a.encode("utf-8"), b.encode("utf-8")
-        return np.frombuffer(ea + eb, np.uint8), np.array([0, len(ea), len(ea) + len(eb)], np.int64)
-
-    pre, pre_off = table(bpre, fpre)  # kind 0 background, 1 foreground
-    post, post_off = table(bpost, fpost)
-    pattern = re.compile(f"({re.escape(bpre)}|{re.escape(fpre)})([0-9]+)")
-    return pre, pre_off, post, post_off, pattern, (bpre, fpre), (bpost, fpost)
+    return (bpre, fpre), (bpost, fpost)
 
 
 @dataclass(frozen=True)
@@ -293,7 +285,9 @@ class _Config:
     max_run: int
     row_wise: bool
     spelling: _Spelling
-    tokens: tuple  # _token_table(fg_token, bg_token)
+    prefixes: tuple[str, str]  # of the bricks: background, foreground
+    suffixes: tuple[str, str]
+    pattern: re.Pattern  # a brick's prefix and digits, for the repairing parser
     tab: np.ndarray  # the spelling table of the kernels: tags, box separators, brick parts
     toff: np.ndarray
 
@@ -306,13 +300,14 @@ def _build_config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any,
     if not isinstance(box_format, str) or box_format not in BOX_FORMATS:
         raise ValueError(f"box_format must be one of {tuple(BOX_FORMATS)}, got {box_format!r}")
     sp = BOX_FORMATS[box_format]
-    tokens = _token_table(fg_token, bg_token)
+    pres, posts = _brick_spellings(fg_token, bg_token)
+    pattern = re.compile(f"({re.escape(pres[0])}|{re.escape(pres[1])})([0-9]+)")
     seps = ("(", ",", "),(", ",", ")") if sp.pairs else ("[", ",", ",", ",", "]")
-    parts = [t.encode("utf-8") for t in (*sp.tags, *seps, *tokens[5], *tokens[6])]
+    parts = [t.encode("utf-8") for t in (*sp.tags, *seps, *pres, *posts)]
     toff = np.zeros(len(parts) + 1, np.int64)
     np.cumsum([len(e) for e in parts], out=toff[1:])
     tab = np.frombuffer(b"".join(parts), np.uint8)
-    return _Config(int(resolution), int(max_run), bool(row_wise), sp, tokens, tab, toff)
+    return _Config(int(resolution), int(max_run), bool(row_wise), sp, pres, posts, pattern, tab, toff)
 
 
 _cached_config = lru_cache(maxsize=64, typed=True)(_build_config)
@@ -402,7 +397,6 @@ def encode_bsd(
     cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
     spelling, S, max_run, row_wise = cfg.spelling, cfg.S, cfg.max_run, cfg.row_wise
     code = policy_code(policy, threshold)
-    pre, pre_off, post, post_off, *_ = cfg.tokens
     if isinstance(objects, (str, bytes, dict)) or not isinstance(objects, Sequence):
         raise TypeError(f"objects must be a sequence of (label, mask) pairs, got {type(objects).__name__}")
     parts = []
@@ -412,8 +406,7 @@ def encode_bsd(
             raise TypeError(f"{where} must be a (label, mask) pair, got {type(obj).__name__}")
         label = _check_bsd_label(obj[0], spelling, where)
         if isinstance(obj[1], dict) and code != 0:  # the hot path: one compiled call
-            block = _rle_block(obj[1], label, H, W, S, code, float(threshold), spelling, max_run,
-                               row_wise, pre, pre_off, post, post_off, where)
+            block = _rle_block(obj[1], label, H, W, code, float(threshold), cfg, where)
             if block is None:
                 if skip_empty:
                     continue
@@ -442,7 +435,7 @@ def encode_bsd(
             grid = K.crop_grid(data.T, x0, x1, y0, y1, S, code, float(threshold), px, py).T.copy()
         else:
             grid = K.crop_grid(data, y0, y1, x0, x1, S, code, float(threshold), py, px)
-        bricks, _ = K.encode_bricks(grid, max_run, row_wise, pre, pre_off, post, post_off)
+        bricks, _ = K.encode_bricks(grid, max_run, row_wise, cfg.tab, cfg.toff)
         parts.append(spelling.ref_open + label + spelling.ref_close + spelling.box_text(written)
                      + spelling.seg_open + bricks.tobytes().decode("utf-8") + spelling.seg_close)
     return "".join(parts)
@@ -451,15 +444,15 @@ def encode_bsd(
 _EMPTY = np.zeros(0, np.int64)
 
 
-def _rle_block(rle: dict, label: str, H: int, W: int, S: int, code: int, threshold: float,
-               sp: _Spelling, max_run: int, row_wise: bool, pre, pre_off, post, post_off,
+def _rle_block(rle: dict, label: str, H: int, W: int, code: int, threshold: float, cfg: _Config,
                where: str) -> str | None:
     """The block of one COCO RLE object (majority or any), or None for an empty mask."""
     data, compressed, size = rle_source(rle, where)
     if size != (H, W):
         raise ValueError(f"{where}: RLE size {list(size)} does not match image_size {(H, W)}")
-    bricks, status, box = K.rle_bsd_object(data, compressed, H, W, S, code, threshold, sp.scale or 0,
-                                           max_run, row_wise, pre, pre_off, post, post_off)
+    sp = cfg.spelling
+    bricks, status, box = K.rle_bsd_object(data, compressed, H, W, cfg.S, code, threshold, sp.scale or 0,
+                                           cfg.max_run, cfg.row_wise, cfg.tab, cfg.toff)
     if status == K.EMPTY_MASK:
         return None
     check_status(status, where, H, W)
@@ -641,7 +634,7 @@ def _parse_box(inner: str, offset: int, spelling: _Spelling, H: int, W: int,
 
 def _parse_bricks(body: str, offset: int, cfg: _Config, log: RepairLog) -> np.ndarray:
     S, max_run, row_wise = cfg.S, cfg.max_run, cfg.row_wise
-    pattern, pres, posts = cfg.tokens[4:]
+    pattern, pres, posts = cfg.pattern, cfg.prefixes, cfg.suffixes
     ok, grid = K.parse_bricks(np.frombuffer(body.encode("utf-8"), np.uint8), cfg.tab, cfg.toff, S,
                               max_run, row_wise)
     if ok:
