@@ -16,7 +16,7 @@ Example:
     True
 """
 
-from segtext import coco, evaluation, metrics, viz
+from segtext import coco, evaluation, limits, metrics, viz
 from segtext.bricks import (
     BOX_FORMATS,
     BsdObject,
@@ -73,6 +73,7 @@ __all__ = [
     "check_labels",
     "coco",
     "evaluation",
+    "limits",
     "metrics",
     "viz",
     "decode_rrle",

@@ -7,16 +7,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from segtext.limits import MAX_GRID_CELLS, MAX_IMAGE_AREA, MAX_IMAGE_SIDE
+
 POLICIES = ("nearest", "majority", "any")
 _POLICY_CODE = {"nearest": 0, "majority": 1, "any": 2}
 
 
 def grid_size_arg(grid_size: Any) -> tuple[int, int]:
-    if type(grid_size) is int and grid_size > 0:  # the common cases first, cheaply
+    if type(grid_size) is int and 0 < grid_size <= 2048:  # the common cases first, cheaply
         return grid_size, grid_size
     if type(grid_size) is tuple and len(grid_size) == 2:
         h, w = grid_size
-        if type(h) is int and type(w) is int and h > 0 and w > 0:
+        if type(h) is int and type(w) is int and h > 0 and w > 0 and h * w <= MAX_GRID_CELLS:
             return grid_size
     if isinstance(grid_size, (int, np.integer)) and not isinstance(grid_size, bool):
         grid_size = (grid_size, grid_size)
@@ -29,13 +31,27 @@ def grid_size_arg(grid_size: Any) -> tuple[int, int]:
     for v in (h, w):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"grid_size must hold two positive ints (h, w), got {grid_size!r}")
-    return int(h), int(w)
+    h, w = int(h), int(w)
+    if h * w > MAX_GRID_CELLS:
+        raise ValueError(f"grid_size {(h, w)} has {h * w} cells, more than the limit of "
+                         f"{MAX_GRID_CELLS} (segtext.limits.MAX_GRID_CELLS)")
+    return h, w
+
+
+def check_image_size(H: int, W: int, where: str = "image_size") -> None:
+    """Refuse an image larger than the limits (sides and area; see :mod:`segtext.limits`)."""
+    if H > MAX_IMAGE_SIDE or W > MAX_IMAGE_SIDE:
+        raise ValueError(f"{where} {[H, W]} has a side longer than the limit of {MAX_IMAGE_SIDE} "
+                         "pixels (segtext.limits.MAX_IMAGE_SIDE)")
+    if H * W > MAX_IMAGE_AREA:
+        raise ValueError(f"{where} {[H, W]} has {H * W} pixels, more than the limit of "
+                         f"{MAX_IMAGE_AREA} (segtext.limits.MAX_IMAGE_AREA)")
 
 
 def image_size_arg(image_size: Any) -> tuple[int, int]:
     if type(image_size) in (tuple, list) and len(image_size) == 2:
         H, W = image_size
-        if type(H) is int and type(W) is int and H > 0 and W > 0:
+        if type(H) is int and type(W) is int and 0 < H <= 32768 and 0 < W <= 32768:
             return H, W
     try:
         H, W = image_size
@@ -44,7 +60,9 @@ def image_size_arg(image_size: Any) -> tuple[int, int]:
     for v in (H, W):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"image_size must hold two positive ints (H, W), got {image_size!r}")
-    return int(H), int(W)
+    H, W = int(H), int(W)
+    check_image_size(H, W)
+    return H, W
 
 
 def policy_code(policy: str, threshold: float) -> int:

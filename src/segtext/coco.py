@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from segtext import _kernels as K
+from segtext._validate import check_image_size
 
 __all__ = [
     "COCO_CATEGORY_NAMES",
@@ -105,14 +106,19 @@ def _size(rle: Any, where: str) -> tuple[int, int]:
     size = rle["size"]
     if type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int:
         H, W = size  # the common case, checked cheaply
-        if H >= 1 and W >= 1:
+        if 1 <= H <= 32768 and 1 <= W <= 32768:
             return H, W
     try:
-        H, W = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}['size'] must be [H, W], got {size!r}") from None
+        H, W = size
+        if not all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer())
+                   for v in (H, W)) or isinstance(H, bool) or isinstance(W, bool):
+            raise TypeError
+        H, W = int(H), int(W)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where}['size'] must be [H, W] (two ints), got {size!r}") from None
     if H < 1 or W < 1:
         raise ValueError(f"{where}['size'] is {[H, W]}: an empty image; expected H >= 1 and W >= 1")
+    check_image_size(H, W, f"{where}['size']")
     return H, W
 
 

@@ -34,6 +34,12 @@ REPAIR_KINDS: dict[str, str] = {
     "empty_text": "no runs at all: the grid is background",
     "total_mismatch": "a one-line text whose cells do not add up to h*w: padded with its last label or truncated",
     "t4s_parse_error": "Text4Seg's decoder failed on the text: the grid is background",
+    "count_too_large": "a count larger than the grid holds (or than segtext.limits.MAX_COUNT): "
+                       "clipped to that bound",
+    "grid_too_large": "an inferred grid of more cells than segtext.limits.MAX_GRID_CELLS: cut to "
+                      "the limit",
+    "text_too_long": "a text longer than segtext.limits.MAX_TEXT_LENGTH characters: read up to "
+                     "the limit",
     # B-SD (segtext.bricks)
     "missing_ref": "a box without a label before it: the label is ''",
     "missing_ref_close": "a label that is not closed: read up to the box",
