@@ -347,3 +347,57 @@ def decode_counts_string(s) -> list[int]:
             x += counts[-2]
         counts.append(x)
     return counts
+
+
+def encode_counts_string(counts) -> str:
+    """Run lengths -> COCO's compressed counts string (maskApi.c rleToString, as a plain loop),
+    for any Python ints, however large."""
+    out = []
+    for i, c in enumerate(counts):
+        x = int(c) - (int(counts[i - 2]) if i > 2 else 0)
+        more = True
+        while more:
+            c5 = x & 0x1F
+            x >>= 5
+            more = x != -1 if c5 & 0x10 else x != 0
+            out.append(chr(48 + (c5 | (0x20 if more else 0))))
+    return "".join(out)
+
+
+def clip_polygon(points, x0, y0, x1, y1) -> list[float]:
+    """Sutherland-Hodgman: a polygon [x1, y1, x2, y2, ...] cut to [x0, x1] x [y0, y1], one
+    side of the rectangle after the other (left, right, top, bottom)."""
+    pts = [(float(points[i]), float(points[i + 1])) for i in range(0, len(points), 2)]
+    sides = [(0, x0, False), (0, x1, True), (1, y0, False), (1, y1, True)]
+    for axis, bound, below in sides:
+        if not pts:
+            break
+
+        def inside(p):
+            return p[axis] <= bound if below else p[axis] >= bound
+
+        out = []
+        for i, cur in enumerate(pts):
+            prev = pts[i - 1]
+            if inside(cur) != inside(prev):
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                if axis == 0:
+                    out.append((bound, prev[1] + t * (cur[1] - prev[1])))
+                else:
+                    out.append((prev[0] + t * (cur[0] - prev[0]), bound))
+            if inside(cur):
+                out.append(cur)
+        pts = out
+    return [v for p in pts for v in p]
+
+
+def distance_to_outline(px: float, py: float, points) -> float:
+    """Distance from (px, py) to the closed polygon's outline."""
+    pts = [(float(points[i]), float(points[i + 1])) for i in range(0, len(points), 2)]
+    best = float("inf")
+    for i, (bx, by) in enumerate(pts):
+        ax, ay = pts[i - 1]
+        dx, dy = bx - ax, by - ay
+        t = 0.0 if dx == dy == 0 else max(0.0, min(1.0, ((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy)))
+        best = min(best, ((ax + t * dx - px) ** 2 + (ay + t * dy - py) ** 2) ** 0.5)
+    return best

@@ -25,6 +25,9 @@ KNOWN_KINDS = {
     "t4s_parse_error",
     "total_mismatch",
     "label_whitespace",
+    "count_too_large",
+    "grid_too_large",
+    "text_too_long",
 }
 
 FORBIDDEN_IN_LABEL = ("| ", " *", "\n", "\r", "<seg>", "</seg>")

@@ -246,3 +246,52 @@ def test_votes_needed_is_the_smallest_count_whose_fraction_reaches_the_threshold
 
     want = next((f for f in range(n + 1) if f / n >= threshold), n + 1)
     assert K.votes_needed(n, threshold) == want
+
+
+# ------------------------------------------------------------------------------- many labels
+
+
+@given(hs.integers(1, 24), hs.integers(1, 24), hs.integers(0, 2**32 - 1), hs.floats(0, 1), hs.data())
+def test_label_map_many_labels_match_naive(H, W, seed, spread, data):
+    """Up to one label a pixel (most cells then tie, and go to their lowest label), with or without
+    background 0 (for 'any'), ignored pixels and an empty_label."""
+    rng = np.random.default_rng(seed)
+    n_labels = max(2, int(round(spread * H * W)))
+    pool = np.unique(rng.integers(1, 2**31 - 1, size=n_labels))  # distinct, any size
+    if data.draw(hs.booleans(), label="with background"):
+        pool[0] = 0
+    m = rng.choice(pool, size=(H, W)).astype(np.int64)
+    h, w = data.draw(grid_sizes_for(H, W), label="grid_size")
+    ignore = data.draw(hs.sampled_from([None, 255, int(pool[len(pool) // 2])]), label="ignore_index")
+    if ignore is not None:
+        m = np.where(rng.random((H, W)) < data.draw(hs.sampled_from([0.1, 0.5, 1.0])), ignore, m)
+    m.flat[int(rng.integers(0, H * W))] = 2 if ignore != 2 else 3  # never read as binary
+    empty_label = data.draw(hs.sampled_from([0, 7]), label="empty_label")
+    for policy in ("majority", "any"):
+        got = st.mask_to_grid(m, (h, w), policy=policy, ignore_index=ignore, empty_label=empty_label)
+        want = naive.mask_to_grid(m, (h, w), policy=policy, ignore_index=ignore, empty_label=empty_label)
+        np.testing.assert_array_equal(got, want, err_msg=f"policy={policy} ignore={ignore}")
+
+
+@pytest.mark.parametrize("grid_size", [(4, 4), (16, 16), (5, 11)])
+def test_label_map_of_65536_labels_matches_naive(grid_size):
+    m = np.random.default_rng(3).permutation(65536).reshape(256, 256)
+    for policy in ("majority", "any"):
+        np.testing.assert_array_equal(st.mask_to_grid(m, grid_size, policy=policy),
+                                      naive.mask_to_grid(m, grid_size, policy=policy), err_msg=policy)
+    m[m % 3 == 0] = 255
+    np.testing.assert_array_equal(st.mask_to_grid(m, grid_size, ignore_index=255, empty_label=9),
+                                  naive.mask_to_grid(m, grid_size, ignore_index=255, empty_label=9))
+
+
+def test_label_map_of_one_label_a_pixel_costs_no_more_than_its_pixels():
+    """512 x 512 distinct labels on a 256 x 256 grid: each 2 x 2 cell ties four ways and takes its
+    lowest label. A vote over every label in every cell would take minutes (262,144 x 65,536)."""
+    import time
+
+    m = np.random.default_rng(5).permutation(512 * 512).reshape(512, 512)
+    t0 = time.perf_counter()
+    got = st.mask_to_grid(m, 256)
+    elapsed = time.perf_counter() - t0
+    np.testing.assert_array_equal(got, m.reshape(256, 2, 256, 2).min(axis=(1, 3)))
+    assert elapsed < 10, f"{elapsed:.1f} s"

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from segtext.limits import MAX_IMAGE_AREA
+
 # status codes shared with the Python side
 OK = 0
 ERR_BAD_CHAR = 1
@@ -30,6 +32,7 @@ ERR_TRUNCATED = 2
 ERR_NEGATIVE = 3
 ERR_TOTAL = 4
 EMPTY_MASK = 5  # not an error of the runs: the mask has no foreground
+ERR_HUGE = 6  # a run longer than any image (segtext.limits.MAX_IMAGE_AREA) holds
 
 # byte values used by the text kernels
 _NL = 10  # "\n"
@@ -217,27 +220,36 @@ def label_policy(compact, values, rlo, rhi, clo, chi, n_labels, any_mode, bg_com
     h = rlo.shape[0]
     w = clo.shape[0]
     out = np.empty((h, w), np.int32)
-    counts = np.zeros((w, n_labels), np.int64)
+    # one count per label, zeroed once; each cell lists the labels it touched and resets only
+    # those, so the cost is one step per pixel whatever the number of labels
+    counts = np.zeros(n_labels, np.int64)
+    touched = np.empty(n_labels, np.int64)
     for r in range(h):
-        counts[:, :] = 0
-        for y in range(rlo[r], rhi[r]):
-            for c in range(w):
+        for c in range(w):
+            nt = 0
+            for y in range(rlo[r], rhi[r]):
                 for x in range(clo[c], chi[c]):
                     k = compact[y, x]
                     if k >= 0:
-                        counts[c, k] += 1
-        for c in range(w):
+                        if counts[k] == 0:
+                            touched[nt] = k
+                            nt += 1
+                        counts[k] += 1
             best = -1
             best_n = 0
-            for k in range(n_labels):
+            for t in range(nt):
+                k = touched[t]
                 if any_mode and k == bg_compact:
                     continue
-                if counts[c, k] > best_n:
-                    best_n = counts[c, k]
+                n = counts[k]
+                if n > best_n or (n == best_n and k < best):
+                    best_n = n
                     best = k
-            if best < 0 and any_mode and bg_compact >= 0 and counts[c, bg_compact] > 0:
+            if best < 0 and any_mode and bg_compact >= 0 and counts[bg_compact] > 0:
                 best = bg_compact
             out[r, c] = empty_label if best < 0 else values[best]
+            for t in range(nt):
+                counts[touched[t]] = 0
     return out
 
 
@@ -340,8 +352,8 @@ def decode_coco_counts(s):
             c = np.int64(s[p]) - 48
             if c < 0 or c > 63:
                 return cnts[:m], ERR_BAD_CHAR
-            if k >= 12:
-                return cnts[:m], ERR_BAD_CHAR
+            if k >= 12:  # more than 60 bits: no image is that large
+                return cnts[:m], ERR_HUGE
             x |= (c & 0x1F) << (5 * k)
             more = (c & 0x20) != 0
             p += 1
@@ -352,6 +364,8 @@ def decode_coco_counts(s):
             x += cnts[m - 2]
         if x < 0:
             return cnts[:m], ERR_NEGATIVE
+        if x > MAX_IMAGE_AREA:  # checked here, so the next sums cannot overflow
+            return cnts[:m], ERR_HUGE
         cnts[m] = x
         m += 1
     return cnts[:m], OK
@@ -524,13 +538,31 @@ def _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out):
 
 
 @njit(cache=True)
-def _runs_status(counts, H, W):
-    total = 0
+def runs_status(counts, H, W):
+    """OK when every run is in ``0..H*W`` and the runs add up to exactly ``H*W``.
+
+    No run is added before it is known to fit in what is left, so the sum cannot overflow
+    whatever the counts (``H*W`` itself is bounded by :data:`segtext.limits.MAX_IMAGE_AREA`).
+    """
+    left = H * W
     for i in range(counts.shape[0]):
-        if counts[i] < 0:
+        c = counts[i]
+        if c < 0:
             return ERR_NEGATIVE
-        total += counts[i]
-    return OK if total == H * W else ERR_TOTAL
+        if c > left:
+            return ERR_TOTAL
+        left -= c
+    return OK if left == 0 else ERR_TOTAL
+
+
+@njit(cache=True)
+def runs_status_batch(counts, offsets, sizes):
+    """Index of the first mask whose runs fail :func:`runs_status`, and its status (-1, OK if none)."""
+    for n in range(sizes.shape[0]):
+        st = runs_status(counts[offsets[n] : offsets[n + 1]], sizes[n, 0], sizes[n, 1])
+        if st != OK:
+            return n, st
+    return -1, OK
 
 
 @njit(cache=True)
@@ -540,7 +572,7 @@ def rle_grid(counts, H, W, h, w, policy, threshold, py, px):
     Returns ``(grid, status)``; the runs are checked (non-negative, summing to ``H*W``) first.
     """
     out = np.zeros((h, w), np.int32)
-    status = _runs_status(counts, H, W)
+    status = runs_status(counts, H, W)
     if status == OK:
         _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out)
     return out, status
@@ -661,8 +693,19 @@ def crop_grid(mask, y0, y1, x0, x1, S, policy, threshold, py, px):
 
     ``policy``: 0 nearest (``py``/``px`` are crop-local sample indices), 1 majority, 2 any;
     cells vote over :func:`cell_spans` of the crop, so a crop smaller than S is sampled
-    at the cell centres.
+    at the cell centres. The crop must be a box with area inside the mask (and the samples
+    inside the crop): checked here, as nothing below checks its indices.
     """
+    H, W = mask.shape
+    if not (0 <= y0 < y1 <= H and 0 <= x0 < x1 <= W):
+        raise ValueError("crop_grid: the crop is not a box with area inside the mask")
+    if policy == 0:
+        for i in range(py.shape[0]):
+            if not 0 <= py[i] < y1 - y0:
+                raise ValueError("crop_grid: a row sample outside the crop")
+        for j in range(px.shape[0]):
+            if not 0 <= px[j] < x1 - x0:
+                raise ValueError("crop_grid: a column sample outside the crop")
     crop = mask[y0:y1, x0:x1]
     if policy == 0:
         return sample_grid(crop, py, px, 0, False, 0)
@@ -758,7 +801,7 @@ def rle_bsd_object(data, compressed, H, W, S, policy, threshold, scale, max_run,
     else:
         counts, status = data.astype(np.int64), OK
     if status == OK:
-        status = _runs_status(counts, H, W)
+        status = runs_status(counts, H, W)
     if status != OK:
         return empty, status, box
     y0, y1, x0, x1 = rle_bbox(counts, H)
@@ -901,7 +944,7 @@ def _box_number(body, p, n):
 
 
 @njit(cache=True)
-def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale):
+def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale, max_objects):
     """Fast path of the B-SD decoder: blocks exactly as the encoder writes them, in one pass.
 
     ``tab``/``toff`` is the spelling table (see ``_REF_O`` .. ``_BRICK``). Boxes are read on
@@ -909,8 +952,8 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale):
     ceiled), or read as pixels when ``scale`` is 0. Text outside blocks is skipped. Returns
     ``(ok, meta, grids)``: one row ``(label_start, label_end, x1, y1, x2, y2)`` per object
     (label byte span, box in pixel edges) and the ``S x S`` cells of each; ``ok`` is False at
-    the first deviation, including a box that covers no pixel (the caller then runs the
-    repairing parser).
+    the first deviation, including a box that covers no pixel and a block past ``max_objects``
+    (the caller then runs the repairing parser).
     """
     n = body.shape[0]
     hi_x = W if scale == 0 else scale
@@ -945,8 +988,10 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale):
         p = _part_at(body, p, n, tab, toff, _SEG_O)
         if p < 0 or q[2] < q[0] or q[3] < q[1] or q[2] > hi_x or q[3] > hi_y:
             return False, meta[:0], grids[:0]
+        if m == max_objects:
+            return False, meta[:0], grids[:0]
         if m == cap:
-            cap *= 2
+            cap = min(2 * cap, max_objects)
             more = np.empty((cap, 6), np.int64)
             more[:m] = meta
             meta = more
@@ -970,6 +1015,87 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale):
             return False, meta[:0], grids[:0]
         m += 1
     return True, meta[:m], grids[:m]
+
+
+# --------------------------------------------------------------------------- polygons
+
+
+@njit(cache=True, inline="always")
+def _between(a, b, t):
+    """``a + t * (b - a)`` for ``t`` in [0, 1], finite for any finite ``a`` and ``b``."""
+    if t <= 0.5:
+        return a + 2.0 * (t * (b / 2 - a / 2))
+    return b - 2.0 * ((1.0 - t) * (b / 2 - a / 2))
+
+
+@njit(cache=True)
+def _clip_edge(xs, ys, n, axis, bound, keep_below, ox, oy):
+    """One Sutherland-Hodgman pass: the polygon ``xs[:n], ys[:n]`` cut by one half-plane.
+
+    The half-plane is ``coord <= bound`` (``keep_below``) or ``coord >= bound`` with
+    ``coord`` the x (``axis`` 0) or y coordinate. Writes into ``ox, oy``; returns the count.
+    """
+    m = 0
+    for i in range(n):
+        j = i - 1 if i > 0 else n - 1  # the previous vertex: edge j -> i
+        ci = xs[i] if axis == 0 else ys[i]
+        cj = xs[j] if axis == 0 else ys[j]
+        in_i = ci <= bound if keep_below else ci >= bound
+        in_j = cj <= bound if keep_below else cj >= bound
+        if in_i != in_j:  # the edge crosses the bound: add the crossing point
+            t = (bound / 2 - cj / 2) / (ci / 2 - cj / 2)  # halves: no overflow near 1e308
+            if axis == 0:
+                ox[m] = bound
+                oy[m] = _between(ys[j], ys[i], t)
+            else:
+                ox[m] = _between(xs[j], xs[i], t)
+                oy[m] = bound
+            m += 1
+        if in_i:
+            ox[m] = xs[i]
+            oy[m] = ys[i]
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def clip_polygon(xy, x0, y0, x1, y1):
+    """A polygon ``[x1, y1, x2, y2, ...]`` (float64) cut to the rectangle ``[x0, x1] x [y0, y1]``.
+
+    Sutherland-Hodgman against the four sides in turn; the result is the intersection of the
+    polygon with the (convex) rectangle, as a flat ``[x, y, ...]`` array (empty if none).
+    """
+    n = xy.shape[0] // 2
+    cap = 8 * n + 8  # a pass keeps at most 1.5 times the vertices (+1): four passes fit in 8n
+    xs = np.empty(cap, np.float64)
+    ys = np.empty(cap, np.float64)
+    ox = np.empty(cap, np.float64)
+    oy = np.empty(cap, np.float64)
+    for i in range(n):
+        xs[i] = xy[2 * i]
+        ys[i] = xy[2 * i + 1]
+    for axis, bound, below in ((0, x0, False), (0, x1, True), (1, y0, False), (1, y1, True)):
+        if n == 0:
+            break
+        n = _clip_edge(xs, ys, n, axis, bound, below, ox, oy)
+        xs, ox = ox, xs
+        ys, oy = oy, ys
+    out = np.empty(2 * n, np.float64)
+    for i in range(n):
+        out[2 * i] = xs[i]
+        out[2 * i + 1] = ys[i]
+    return out
+
+
+@njit(cache=True)
+def polygon_steps(xy):
+    """Sum over the closed polygon's edges of ``max(|dx|, |dy|)``: the length pycocotools walks."""
+    n = xy.shape[0] // 2
+    total = 0.0
+    for i in range(n):
+        j = i - 1 if i > 0 else n - 1
+        total += max(abs(xy[2 * i] - xy[2 * j]), abs(xy[2 * i + 1] - xy[2 * j + 1]))
+    return total
 
 
 # --------------------------------------------------------------------------- panoptic
@@ -1281,7 +1407,7 @@ def rle_text(data, compressed, H, W, h, w, policy, threshold, py, px, fg_id, lab
     else:
         counts, status = data.astype(np.int64), OK
     if status == OK:
-        status = _runs_status(counts, H, W)
+        status = runs_status(counts, H, W)
     if status != OK:
         return np.empty(0, np.uint8), status
     grid = np.empty((h, w), np.int32)
@@ -1332,6 +1458,44 @@ def _same(a, a0, a1, b, b0, b1):
     return True
 
 
+@njit(cache=True, inline="always")
+def _ascii_space(b):
+    return b == _SP or 9 <= b <= 13 or 28 <= b <= 31
+
+
+@njit(cache=True)
+def _unicode_space(body, i, k):
+    """Whether the ``k`` bytes at ``body[i:i+k]`` (k = 2 or 3) spell a Unicode whitespace.
+
+    The UTF-8 forms of the characters ``str.isspace`` accepts above ASCII: U+0085, U+00A0,
+    U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F and U+3000.
+    """
+    a = body[i]
+    b = body[i + 1]
+    if k == 2:
+        return a == 0xC2 and (b == 0x85 or b == 0xA0)
+    c = body[i + 2]
+    if a == 0xE1:
+        return b == 0x9A and c == 0x80
+    if a == 0xE2:
+        if b == 0x80:
+            return c <= 0x8A or c == 0xA8 or c == 0xA9 or c == 0xAF
+        return b == 0x81 and c == 0x9F
+    return a == 0xE3 and b == 0x80 and c == 0x80
+
+
+@njit(cache=True)
+def edge_space(body, start, end):
+    """Whether the UTF-8 text ``body[start:end]`` starts or ends with a whitespace character
+    (any character Python's ``str.strip`` removes)."""
+    if _ascii_space(body[start]) or _ascii_space(body[end - 1]):
+        return True
+    for k in (2, 3):
+        if end - start >= k and (_unicode_space(body, start, k) or _unicode_space(body, end - k, k)):
+            return True
+    return False
+
+
 @njit(cache=True)
 def parse_runs(body, lab, off, infer):
     """Fast path: parse well-formed grid text exactly as the encoders write it.
@@ -1374,7 +1538,7 @@ def parse_runs(body, lab, off, infer):
                 if b == _SP and body[p + 1] == _STAR:
                     break
             p += 1
-        if p >= n or p == start or body[start] == _SP or body[p - 1] == _SP:
+        if p >= n or p == start or edge_space(body, start, p):
             return bad
         end = p
         count = 1

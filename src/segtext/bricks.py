@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import operator
 import re
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -62,6 +63,7 @@ from segtext._validate import (
     policy_code,
 )
 from segtext.coco import check_status, rle_runs, rle_source
+from segtext.limits import MAX_BRICK_CELLS, MAX_RESOLUTION, MAX_TEXT_LENGTH
 from segtext.repairs import Repair, RepairLog
 
 __all__ = [
@@ -211,15 +213,20 @@ def _mask_source(mask: Any, image_size: tuple[int, int], where: str):
 
 
 def _tight_box(kind: str, data: np.ndarray, H: int) -> tuple[int, int, int, int] | None:
+    """The mask's tight box ``(x1, y1, x2, y2)``, or None for an empty mask."""
+    transposed = kind == "dense" and _column_major(data)
     if kind == "rle":
-        y0, y1, x0, x1 = K.rle_bbox(data, H)
-    elif _column_major(data):  # e.g. pycocotools' masks: read along memory, swap the axes back
-        x0, x1, y0, y1 = K.mask_bbox(data.T)
+        box = K.rle_bbox(data, H)
+    elif transposed:  # e.g. pycocotools' masks: read along memory, swap the axes back
+        box = K.mask_bbox(data.T)
     else:
-        y0, y1, x0, x1 = K.mask_bbox(data)
-    if y0 < 0:
+        box = K.mask_bbox(data)
+    # (first0, first1, second0, second1) over the axes of the array the kernel read, with
+    # first0 = -1 for an empty mask (whichever axis that is)
+    a0, a1, b0, b1 = (int(v) for v in box)
+    if a0 < 0:
         return None
-    return int(x0), int(y0), int(x1), int(y1)
+    return (a0, b0, a1, b1) if transposed else (b0, a0, b1, a1)
 
 
 def _column_major(a: np.ndarray) -> bool:
@@ -292,11 +299,20 @@ class _Config:
     toff: np.ndarray
 
 
+#: the longest brick a configuration may allow: the cells of the largest brick grid
+MAX_RUN = MAX_RESOLUTION * MAX_RESOLUTION
+
+
 def _build_config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any, fg_token: Any,
                   bg_token: Any) -> _Config:
-    for name, v in (("resolution", resolution), ("max_run", max_run)):
+    for name, v, limit, limit_name in (
+            ("resolution", resolution, MAX_RESOLUTION, "segtext.limits.MAX_RESOLUTION"),
+            ("max_run", max_run, MAX_RUN, "segtext.limits.MAX_RESOLUTION ** 2, the cells of the "
+                                          "largest brick grid")):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if v > limit:
+            raise ValueError(f"{name} must be at most {limit} ({limit_name}), got {v}")
     if not isinstance(box_format, str) or box_format not in BOX_FORMATS:
         raise ValueError(f"box_format must be one of {tuple(BOX_FORMATS)}, got {box_format!r}")
     sp = BOX_FORMATS[box_format]
@@ -327,13 +343,18 @@ def _config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any, fg_to
 def _fast_bsd(raw: bytes, cfg: _Config, H: int, W: int) -> list[BsdObject] | None:
     """Objects of a text whose blocks are exactly as :func:`encode_bsd` writes them, else None."""
     ok, meta, grids = K.parse_bsd(np.frombuffer(raw, np.uint8), cfg.tab, cfg.toff, cfg.S, cfg.max_run,
-                                  cfg.row_wise, H, W, cfg.spelling.scale or 0)
+                                  cfg.row_wise, H, W, cfg.spelling.scale or 0, _max_objects(cfg))
     if not ok:
         return None
     cells = grids.view(bool)
     size = (H, W)
     return [BsdObject(raw[a:b].decode("utf-8"), (x1, y1, x2, y2), cells[i], size)
             for i, (a, b, x1, y1, x2, y2) in enumerate(meta.tolist())]
+
+
+def _max_objects(cfg: _Config) -> int:
+    """How many objects of ``S x S`` cells one text may decode to (``limits.MAX_BRICK_CELLS``)."""
+    return MAX_BRICK_CELLS // (cfg.S * cfg.S)
 
 
 def _check_bsd_label(label: Any, spelling: _Spelling, where: str) -> str:
@@ -370,10 +391,11 @@ def encode_bsd(
             array or a COCO RLE dict of that size. Several masks under one label stay
             separate blocks.
         image_size: ``(H, W)``.
-        resolution: bricks per side ``S`` (64 in Text4Seg++; 32..80 in its ablation).
+        resolution: bricks per side ``S`` (64 in Text4Seg++; 32..80 in its ablation), at most
+            :data:`segtext.limits.MAX_RESOLUTION`.
         policy: cell policy inside the box: ``"majority"``, ``"nearest"`` or ``"any"``.
         threshold: foreground fraction for ``majority``.
-        max_run: the longest brick (63).
+        max_run: the longest brick (63), at most ``MAX_RESOLUTION ** 2``.
         row_wise: restart runs at every row instead of running on in raster order.
         box_format: ``"norm1000"``, ``"qwen2vl"`` or ``"pixel"`` (see the module docstring).
         skip_empty: leave out empty masks instead of raising.
@@ -384,7 +406,8 @@ def encode_bsd(
 
     Raises:
         ValueError: an empty mask (unless ``skip_empty``), a mask of the wrong size or not
-            binary, a label that is empty or holds a tag, bad parameters.
+            binary, a label that is empty or holds a tag, bad parameters (``resolution`` or
+            ``max_run`` out of range included).
         TypeError: objects that are not ``(label, mask)`` pairs.
 
     Example:
@@ -421,12 +444,7 @@ def encode_bsd(
                 continue
             raise ValueError(f"{where}: the mask of {label!r} is empty, so it has no box "
                              "(pass skip_empty=True to leave empty masks out)")
-        if spelling.scale is None:
-            written = crop = tight
-        else:
-            written = _quantize(tight, H, W, spelling.scale)
-            crop = _dequantize(written, H, W, spelling.scale)
-        x0, y0, x1, y1 = crop
+        written, (x0, y0, x1, y1) = _written_and_crop(tight, H, W, spelling.scale)
         py = pillow_index(y1 - y0, S) if code == 0 else _EMPTY
         px = pillow_index(x1 - x0, S) if code == 0 else _EMPTY
         if kind == "rle":
@@ -442,6 +460,23 @@ def encode_bsd(
 
 
 _EMPTY = np.zeros(0, np.int64)
+
+
+def _written_and_crop(tight: tuple[int, int, int, int], H: int, W: int, scale: int | None
+                      ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """The box as written (pixels, or the ``0..scale`` grid) and the decoded box it stands for,
+    which is the crop the bricks are read from. The crop kernels do not check their bounds,
+    so the crop is checked here: it must be a box with area inside the image."""
+    if scale is None:
+        written = crop = tight
+    else:
+        written = _quantize(tight, H, W, scale)
+        crop = _dequantize(written, H, W, scale)
+    x0, y0, x1, y1 = crop
+    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+        raise RuntimeError(f"segtext bug: crop {crop} of the tight box {tight} is not a box with "
+                           f"area inside the image {(H, W)}")
+    return written, crop
 
 
 def _rle_block(rle: dict, label: str, H: int, W: int, code: int, threshold: float, cfg: _Config,
@@ -581,7 +616,24 @@ def merge_objects(objects: Sequence[BsdObject], image_size: tuple[int, int],
     H, W = image_size_arg(image_size)
     index = None if labels is None else {s: i for i, s in reversed(list(enumerate(labels)))}
     out = np.zeros((H, W), bool if labels is None else np.int32)
+    scratch = None
     for i, obj in enumerate(objects):
+        if type(obj) is BsdObject and "_mask" not in obj.__dict__ and _size_is(obj.image_size, H, W):
+            # paste the bricks straight in: no (H, W) mask built and cached per object (a text
+            # of many small blocks would otherwise hold one image per block)
+            if index is None:
+                _paste(obj, out.view(np.uint8))
+                continue
+            if scratch is None:
+                scratch = np.zeros((H, W), np.uint8)
+            _paste(obj, scratch)
+            if obj.label not in index:
+                raise ValueError(f"objects[{i}] has label {obj.label!r}, which is not in labels")
+            x0, y0, x1, y1 = (operator.index(v) for v in obj.box)
+            window = scratch[y0:y1, x0:x1]
+            out[y0:y1, x0:x1][window.view(bool)] = index[obj.label]
+            window[:] = 0
+            continue
         m = np.asarray(obj.mask, bool)
         if m.shape != (H, W):
             raise ValueError(f"objects[{i}].mask has shape {m.shape}, expected {(H, W)}")
@@ -594,8 +646,47 @@ def merge_objects(objects: Sequence[BsdObject], image_size: tuple[int, int],
     return out
 
 
-def _find(text: str, tag: str, start: int, stop: int) -> int:
-    i = text.find(tag, start, stop)
+def _size_is(size: Any, H: int, W: int) -> bool:
+    return type(size) is tuple and len(size) == 2 and size[0] == H and size[1] == W
+
+
+class _Tags:
+    """Where each tag of a spelling starts in a text, found once, so that the repairing
+    parser looks a tag up in ``O(log n)``: scanning on from each position instead would read
+    a text of many unclosed tags once per tag (quadratic)."""
+
+    def __init__(self, text: str, spelling: _Spelling) -> None:
+        self.n = len(text)
+        self.starts: dict[str, list[int]] = {}
+        for tag in spelling.tags:
+            if tag not in self.starts:
+                found = self.starts[tag] = []
+                i = text.find(tag)
+                while i >= 0:  # overlapping starts too, as str.find sees them
+                    found.append(i)
+                    i = text.find(tag, i + 1)
+
+    def find(self, tag: str, start: int, stop: int | None = None) -> int:
+        """``text.find(tag, start, stop)``: the first start ``>= start`` of a whole ``tag``
+        ending by ``stop`` (the end of the text by default), else -1."""
+        starts = self.starts[tag]
+        i = bisect_left(starts, start)
+        if i < len(starts):
+            at = starts[i]
+            if at + len(tag) <= (self.n if stop is None else stop):
+                return at
+        return -1
+
+    def all(self, tag: str, start: int, stop: int) -> list[int]:
+        """Every start of a whole ``tag`` in ``[start, stop)``."""
+        starts = self.starts[tag]
+        i = bisect_left(starts, start)
+        j = bisect_left(starts, stop - len(tag) + 1, i)
+        return starts[i:j]
+
+
+def _find(tags: _Tags, tag: str, start: int, stop: int) -> int:
+    i = tags.find(tag, start, stop)
     return stop if i < 0 else i
 
 
@@ -649,9 +740,9 @@ def _parse_bricks(body: str, offset: int, cfg: _Config, log: RepairLog) -> np.nd
         end = m.end()
         closed = body.startswith(posts[kind], end)
         if m.start() > pos:
-            junk = body[pos:m.start()]
-            log.add("unknown_token", offset + pos, f"{junk[:20]!r} is not a brick; skipped",
-                    expected="a brick", found=repr(junk[:20]))
+            junk = body[pos:min(m.start(), pos + 20)]
+            log.add("unknown_token", offset + pos, f"{junk!r} is not a brick; skipped",
+                    expected="a brick", found=repr(junk))
         if not closed:
             log.add("unknown_token", offset + end, "a brick without its closing text; read as a brick",
                     expected=repr(posts[kind]), found=repr(body[end:end + 5]))
@@ -668,13 +759,14 @@ def _parse_bricks(body: str, offset: int, cfg: _Config, log: RepairLog) -> np.nd
         elif row_wise and filled // S != (filled + k - 1) // S and filled < total:
             log.add("bad_brick", offset + m.start(), "a brick that runs over a row end",
                     expected="runs that stop at each row end", found=f"{k} from cell {filled}")
-        kinds.append(kind)
-        lengths.append(min(k, total))
+        if filled < total:  # the cells past S*S are cut off: keep no more than S*S
+            kinds.append(kind)
+            lengths.append(min(k, total - filled))
         filled += min(k, total + 1)
     if pos < len(body):
-        junk = body[pos:]
-        log.add("unknown_token", offset + pos, f"{junk[:20]!r} is not a brick; skipped",
-                expected="a brick", found=repr(junk[:20]))
+        junk = body[pos:pos + 20]
+        log.add("unknown_token", offset + pos, f"{junk!r} is not a brick; skipped",
+                expected="a brick", found=repr(junk))
     cells = np.repeat(np.array(kinds, np.uint8), np.array(lengths, np.int64))[:total]
     if filled > total:
         log.add("bricks_too_many", offset + len(body), f"bricks cover {filled} cells, {total} expected; truncated",
@@ -700,18 +792,23 @@ def decode_bsd(
     """Read B-SD blocks back into objects with boxes and masks.
 
     Args:
-        text: a model's answer; text around the blocks is ignored.
+        text: a model's answer; text around the blocks is ignored. At most
+            :data:`segtext.limits.MAX_TEXT_LENGTH` characters are read: a longer text is read
+            up to the limit, with a ``text_too_long`` repair (the first one listed).
         image_size: ``(H, W)`` of the image the boxes refer to.
         resolution, max_run, row_wise, box_format, fg_token, bg_token: as :func:`encode_bsd`.
         mode: ``"repair"`` (never raises on any ``str``; every fix is listed) or
             ``"strict"`` (the first deviation raises :class:`segtext.DecodeError`).
 
     Returns:
-        :class:`DecodedObjects`; no objects for a text without blocks.
+        :class:`DecodedObjects`; no objects for a text without blocks, and at most
+        ``MAX_BRICK_CELLS // S**2`` of them (16,384 at ``S = 64``: the blocks past that are
+        dropped with an ``objects_too_many`` repair).
 
     Raises:
         DecodeError: in strict mode, with the kind, line and column of the deviation.
-        TypeError / ValueError: ``text`` not a str, bad parameters.
+        TypeError / ValueError: ``text`` not a str, bad parameters (``resolution`` above
+            :data:`segtext.limits.MAX_RESOLUTION`, ``max_run`` above its square included).
 
     Example:
         >>> import segtext as st
@@ -725,10 +822,19 @@ def decode_bsd(
     cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
     if mode != "repair" and mode != "strict":
         raise ValueError(f"mode must be 'strict' or 'repair', got {mode!r}")
+    too_long = len(text) > MAX_TEXT_LENGTH
+    if too_long:
+        n_chars = len(text)
+        text = text[:MAX_TEXT_LENGTH]
+    log = RepairLog(text, strict=mode == "strict")
+    if too_long:
+        log.add("text_too_long", MAX_TEXT_LENGTH,
+                f"the text has {n_chars} characters, more than the limit of {MAX_TEXT_LENGTH} "
+                "(segtext.limits.MAX_TEXT_LENGTH); read up to the limit",
+                expected=f"at most {MAX_TEXT_LENGTH} characters", found=f"{n_chars} characters")
     fast = _fast_bsd(text.encode("utf-8"), cfg, H, W)
     if fast is not None:
-        return DecodedObjects(fast, (H, W), [])
-    log = RepairLog(text, strict=mode == "strict")
+        return DecodedObjects(fast, (H, W), log.repairs)
     objects = _decode_blocks(text, cfg, H, W, log)
     return DecodedObjects(objects, (H, W), log.repairs)
 
@@ -738,23 +844,23 @@ def _decode_blocks(text: str, cfg: _Config, H: int, W: int, log: RepairLog) -> l
     sp = cfg.spelling
     objects: list[BsdObject] = []
     n = len(text)
+    tags = _Tags(text, sp)
+    max_objects = _max_objects(cfg)
     pos = 0
     while True:
-        r = text.find(sp.ref_open, pos)
-        b = text.find(sp.box_open, pos)
+        r = tags.find(sp.ref_open, pos)
+        b = tags.find(sp.box_open, pos)
         stop = min(r if r >= 0 else n, b if b >= 0 else n)
-        stray = text.find(sp.seg_open, pos, stop)
-        while stray >= 0:  # bricks outside any block
+        for stray in tags.all(sp.seg_open, pos, stop):  # bricks outside any block
             log.add("missing_box", stray, "bricks outside any block (no label, no box); skipped",
                     expected="<ref>..</ref><box>..</box> before it", found=repr(sp.seg_open))
-            stray = text.find(sp.seg_open, stray + 1, stop)
         if r < 0 and b < 0:
             break
         if r >= 0 and (b < 0 or r < b):  # a block with its ref
             start = r
-            nxt = _next_block(text, sp, r + len(sp.ref_open), n)
-            label_end = _find(text, sp.ref_close, r, nxt)
-            box_at = _find(text, sp.box_open, r, nxt)
+            nxt = _next_block(tags, sp, r + len(sp.ref_open))
+            label_end = _find(tags, sp.ref_close, r, nxt)
+            box_at = _find(tags, sp.box_open, r, nxt)
             if label_end > box_at:
                 log.add("missing_ref_close", box_at, "the label is not closed; read up to the box",
                         expected=repr(sp.ref_close), found=repr(text[box_at:box_at + 10]))
@@ -773,9 +879,9 @@ def _decode_blocks(text: str, cfg: _Config, H: int, W: int, log: RepairLog) -> l
             log.add("missing_ref", b, "a box without a label before it; label ''",
                     expected=repr(sp.ref_open), found=repr(sp.box_open))
             label = ""
-        nxt = _next_block(text, sp, box_at + len(sp.box_open), n, boxes=True)
-        seg_at = _find(text, sp.seg_open, box_at, nxt)
-        box_end = _find(text, sp.box_close, box_at, seg_at)
+        nxt = _next_block(tags, sp, box_at + len(sp.box_open), boxes=True)
+        seg_at = _find(tags, sp.seg_open, box_at, nxt)
+        box_end = _find(tags, sp.box_close, box_at, seg_at)
         box_text = text[box_at + len(sp.box_open):min(box_end, seg_at)]
         box = _parse_box(box_text, box_at + len(sp.box_open), sp, H, W, log)
         if box_end == seg_at and seg_at < nxt:
@@ -787,7 +893,7 @@ def _decode_blocks(text: str, cfg: _Config, H: int, W: int, log: RepairLog) -> l
             pos = max(nxt, start + 1)
             continue
         body_at = seg_at + len(sp.seg_open)
-        seg_end = _find(text, sp.seg_close, body_at, nxt)
+        seg_end = _find(tags, sp.seg_close, body_at, nxt)
         if seg_end == nxt:
             log.add("missing_seg_close", nxt, "'<seg>' is never closed; read up to the next block or the end",
                     expected=repr(sp.seg_close), found="the next block" if nxt < n else "end of text")
@@ -796,16 +902,21 @@ def _decode_blocks(text: str, cfg: _Config, H: int, W: int, log: RepairLog) -> l
             pos = seg_end + len(sp.seg_close)
         if box is None:
             continue
+        if len(objects) == max_objects:
+            log.add("objects_too_many", start, f"more than {max_objects} objects of {cfg.S} x {cfg.S} "
+                    f"bricks ({MAX_BRICK_CELLS} cells in all); this block and the rest are dropped",
+                    expected=f"at most {max_objects} objects", found=f"object {max_objects + 1}")
+            break
         grid = _parse_bricks(text[body_at:seg_end], body_at, cfg, log)
         objects.append(BsdObject(label, box, grid.view(bool), (H, W)))
     return objects
 
 
-def _next_block(text: str, sp: _Spelling, start: int, n: int, boxes: bool = False) -> int:
+def _next_block(tags: _Tags, sp: _Spelling, start: int, boxes: bool = False) -> int:
     """Where the next block starts after ``start``: its ref (or, with ``boxes``, a box)."""
-    r = text.find(sp.ref_open, start)
-    r = n if r < 0 else r
+    r = tags.find(sp.ref_open, start)
+    r = tags.n if r < 0 else r
     if boxes:
-        b = text.find(sp.box_open, start, r)
+        b = tags.find(sp.box_open, start, r)
         r = r if b < 0 else b
     return r

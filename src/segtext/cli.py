@@ -444,6 +444,7 @@ def _run_evaluation(args: argparse.Namespace, predictions: str, ground_truth: st
     except E.EvaluationError as e:
         raise CliError(f"ground truth: {e}") from None
     if not gts:
+        _report_problems("eval", problems)  # say why each entry was unusable
         raise CliError(f"ground truth: {ground_truth} holds no usable sample")
     disable = getattr(args, "no_progress", False) or not sys.stderr.isatty()
     with _progress(len(gts), disable) as bar:

@@ -27,6 +27,7 @@ import numpy as np
 
 from segtext import _kernels as K
 from segtext._validate import check_image_size
+from segtext.limits import MAX_POLYGON_STEPS
 
 __all__ = [
     "COCO_CATEGORY_NAMES",
@@ -48,6 +49,8 @@ _STATUS_TEXT = {
     K.ERR_BAD_CHAR: "holds a character outside the COCO alphabet ('0'..'o')",
     K.ERR_TRUNCATED: "ends in the middle of a count",
     K.ERR_NEGATIVE: "decodes to a negative run length",
+    K.ERR_HUGE: "decodes to a run length larger than any image holds "
+                "(segtext.limits.MAX_IMAGE_AREA pixels)",
 }
 
 
@@ -68,6 +71,20 @@ def _counts_bytes(counts: str | bytes) -> bytes:
     return bytes(counts)
 
 
+def _counts_string(counts: Sequence[int]) -> str:
+    """The compressed COCO string of a few run lengths (the inverse of :func:`decode_counts`)."""
+    out = []
+    for i, c in enumerate(counts):
+        x = c - counts[i - 2] if i > 2 else c
+        more = True
+        while more:
+            group = x & 0x1F
+            x >>= 5
+            more = not ((x == 0 and not group & 0x10) or (x == -1 and group & 0x10))
+            out.append(chr(48 + (group | (0x20 if more else 0))))
+    return "".join(out)
+
+
 def decode_counts(counts: str | bytes) -> np.ndarray:
     """Decode a compressed COCO counts string into its run lengths.
 
@@ -79,8 +96,9 @@ def decode_counts(counts: str | bytes) -> np.ndarray:
 
     Raises:
         TypeError: not ``str``/``bytes``.
-        ValueError: a character outside the alphabet, a string cut inside a count, or a
-            negative run.
+        ValueError: a character outside the alphabet, a string cut inside a count, a
+            negative run, or a run longer than any image holds
+            (:data:`segtext.limits.MAX_IMAGE_AREA`).
 
     Example:
         >>> import segtext as st
@@ -122,16 +140,26 @@ def _size(rle: Any, where: str) -> tuple[int, int]:
     return H, W
 
 
+def _total_error(counts: np.ndarray, status: int, H: int, W: int, where: str) -> ValueError:
+    if status == K.ERR_NEGATIVE:
+        return ValueError(f"{where}['counts'] holds a negative run length {int(counts.min())}")
+    total = sum(counts.tolist())  # Python ints: exact, however large the runs
+    return ValueError(f"{where}: run lengths sum to {total}, expected H*W = {H}*{W} = {H * W}")
+
+
 def _check_total(counts: np.ndarray, H: int, W: int, where: str) -> None:
-    total = int(counts.sum())
-    if total != H * W:
-        raise ValueError(f"{where}: run lengths sum to {total}, expected H*W = {H}*{W} = {H * W}")
+    status = K.runs_status(counts, H, W)
+    if status != K.OK:
+        raise _total_error(counts, status, H, W, where)
 
 
 def _uncompressed(counts: Any, where: str) -> np.ndarray:
     arr = np.asarray(counts)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
         raise ValueError(f"{where}['counts'] must be a list of ints or a compressed string")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{where}['counts'] holds a run length {int(arr.max())}, "
+                         "larger than any image holds")
     arr = arr.astype(np.int64)
     if arr.size and arr.min() < 0:
         raise ValueError(f"{where}['counts'] holds a negative run length {int(arr.min())}")
@@ -254,17 +282,10 @@ def rles_runs(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _check_totals(counts: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> None:
-    if len(sizes) == 0:
-        return
-    csum = np.concatenate([[0], np.cumsum(counts)])
-    totals = csum[offsets[1:]] - csum[offsets[:-1]]
-    expected = sizes[:, 0] * sizes[:, 1]
-    bad = np.flatnonzero(totals != expected)
-    if bad.size:
-        n = int(bad[0])
+    n, status = K.runs_status_batch(counts, offsets, sizes)
+    if n >= 0:
         H, W = sizes[n].tolist()
-        raise ValueError(f"rles[{n}]: run lengths sum to {int(totals[n])}, "
-                         f"expected H*W = {H}*{W} = {H * W}")
+        raise _total_error(counts[offsets[n] : offsets[n + 1]], status, H, W, f"rles[{n}]")
 
 
 def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict:
@@ -273,7 +294,9 @@ def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict
     Polygons (a list of ``[x1, y1, x2, y2, ...]`` lists) are rasterised with pycocotools
     and merged into one compressed RLE with ``counts`` as ``str``; RLE dicts are checked
     for layout (size, counts type) and returned unchanged; their runs are checked where
-    they are used.
+    they are used. Each polygon needs an even number (at least 6) of finite coordinates; one
+    reaching more than an image size beyond the image is first clipped to that margin
+    (see :mod:`segtext.limits`), so pycocotools never sees coordinates it cannot handle.
 
     Args:
         segmentation: COCO ``"segmentation"`` value.
@@ -281,7 +304,7 @@ def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict
 
     Raises:
         TypeError / ValueError: unknown segmentation form, missing or mismatched size,
-            malformed RLE.
+            malformed RLE or polygon, a size or polygon outline past the limits.
 
     Example:
         >>> import segtext as st
@@ -301,14 +324,15 @@ def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict
         H, W = (int(v) for v in image_size)
         if H < 1 or W < 1:
             raise ValueError(f"image_size {image_size!r} is empty; expected H >= 1 and W >= 1")
-        try:
-            polys = [list(map(float, p)) for p in segmentation]
-        except (TypeError, ValueError):
-            raise ValueError("polygons must be lists of numbers [x1, y1, x2, y2, ...]") from None
-        if not polys or any(len(p) < 6 or len(p) % 2 for p in polys):
-            raise ValueError("polygons must be lists of at least 3 (x, y) pairs")
+        check_image_size(H, W)
+        polys = [_polygon(p, n, H, W) for n, p in enumerate(segmentation)]
+        if not polys:
+            raise ValueError("polygon segmentation is an empty list; expected at least one polygon")
         from pycocotools import mask as mask_utils
 
+        polys = [p for p in polys if len(p)]
+        if not polys:  # every polygon lies outside the image
+            return {"size": [H, W], "counts": _counts_string([H * W])}
         try:
             rle = mask_utils.merge(mask_utils.frPyObjects(polys, H, W))
         except Exception as e:  # pycocotools raises a bare Exception on some polygons
@@ -316,6 +340,41 @@ def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict
         return {"size": [H, W], "counts": rle["counts"].decode("ascii")}
     raise TypeError("segmentation must be a list of polygons or a COCO RLE dict, "
                     f"got {type(segmentation).__name__}")
+
+
+def _polygon(poly: Any, n: int, H: int, W: int) -> list[float]:
+    """One checked polygon, cut to the image and a margin of one image size around it.
+
+    Coordinates within the margin reach pycocotools unchanged; a polygon reaching further is
+    clipped (Sutherland-Hodgman) to the margin's rectangle first, so pycocotools' integer
+    arithmetic and the length of the outline it walks stay bounded.
+    """
+    if isinstance(poly, (str, bytes, dict)) or not isinstance(poly, Sequence):
+        raise ValueError(f"polygon {n} must be a list of numbers [x1, y1, x2, y2, ...], "
+                         f"got {type(poly).__name__}")
+    if not all(type(v) in (int, float) or isinstance(v, (np.integer, np.floating)) for v in poly):
+        raise ValueError(f"polygon {n} must be a list of numbers [x1, y1, x2, y2, ...]")
+    try:
+        xy = np.array(poly, np.float64)
+    except OverflowError:
+        raise ValueError(f"polygon {n} holds a coordinate too large for a float") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"polygon {n} must be a list of numbers [x1, y1, x2, y2, ...]") from None
+    if xy.ndim != 1 or len(xy) < 6 or len(xy) % 2:
+        raise ValueError(f"polygon {n} has {xy.size} coordinates; expected an even number, at "
+                         "least 6 (three (x, y) points)")
+    if not np.isfinite(xy).all():
+        raise ValueError(f"polygon {n} holds a NaN or infinite coordinate")
+    mx, my = W, H  # the margin
+    x, y = xy[0::2], xy[1::2]
+    if x.min() < -mx or x.max() > W + mx or y.min() < -my or y.max() > H + my:
+        xy = K.clip_polygon(xy, float(-mx), float(-my), float(W + mx), float(H + my))
+        if len(xy) < 6:
+            return []
+    if K.polygon_steps(xy) > MAX_POLYGON_STEPS:
+        raise ValueError(f"polygon {n} has an outline of more than {MAX_POLYGON_STEPS} pixels "
+                         "inside the image and its margin (segtext.limits.MAX_POLYGON_STEPS)")
+    return xy.tolist()
 
 
 def _layout(data: Any, name: str) -> tuple[list, dict[Any, tuple[int, int]], dict[Any, str]]:

@@ -77,6 +77,7 @@ from typing import Any
 import numpy as np
 
 from segtext._validate import grid_size_arg, image_size_arg
+from segtext.limits import MAX_RESOLUTION
 from segtext.bricks import BOX_FORMATS, DecodedObjects, decode_bsd, merge_objects
 from segtext.coco import load_annotations, rle_runs, rles_runs, to_rle
 from segtext.grid import grid_to_mask
@@ -471,6 +472,9 @@ def _check_options(format: str, mode: str, upsample: str | None, grid_size: Any,
         raise ValueError(f"box_format must be one of {tuple(BOX_FORMATS)}, got {box_format!r}")
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 1:
         raise ValueError(f"resolution must be a positive int, got {resolution!r}")
+    if resolution > MAX_RESOLUTION:
+        raise ValueError(f"resolution {resolution} is larger than the limit of {MAX_RESOLUTION} "
+                         "(segtext.limits.MAX_RESOLUTION)")
     return upsample, None if grid_size is None else grid_size_arg(grid_size)
 
 

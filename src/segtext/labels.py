@@ -99,6 +99,8 @@ def nearest_label(text: str, labels: Sequence[str]) -> int:
     a = np.array([ord(ch) for ch in text], np.int64)
     best, best_d = 0, None
     for i, label in enumerate(labels):
+        if best_d is not None and abs(len(label) - len(text)) >= best_d:
+            continue  # the distance is at least the difference in length: it cannot win
         d = K.edit_distance(a, np.array([ord(ch) for ch in label], np.int64))
         if best_d is None or d < best_d:
             best, best_d = i, d

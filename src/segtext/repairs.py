@@ -9,9 +9,13 @@ position plus what was expected and what was found.
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_left
 from dataclasses import dataclass
 
 __all__ = ["REPAIR_KINDS", "DecodeError", "Repair"]
+
+_NEWLINE = re.compile("\n")
 
 #: every ``Repair.kind`` a decoder may report, with what it means
 REPAIR_KINDS: dict[str, str] = {
@@ -56,10 +60,12 @@ REPAIR_KINDS: dict[str, str] = {
                  "written), or running over a row end in row-wise order",
     "bricks_too_many": "bricks covering more than S*S cells: truncated",
     "bricks_too_few": "bricks covering fewer than S*S cells: padded with background",
+    "objects_too_many": "more objects than segtext.limits.MAX_BRICK_CELLS cells of bricks hold "
+                        "(16,384 at S = 64): that block and all after it are dropped",
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a text may need millions of repairs
 class Repair:
     """One fix a decoder made: what (``kind``), why (``message``) and where (1-based).
 
@@ -105,18 +111,37 @@ class DecodeError(ValueError):
 
 
 class RepairLog:
-    """Collects repairs, or raises the first one as a :class:`DecodeError` when strict."""
+    """Collects repairs, or raises the first one as a :class:`DecodeError` when strict.
+
+    Positions are looked up in the offsets of the text's newlines, found once (on the first
+    repair) and then bisected, so a text with many repairs costs ``O(n + r log n)``, not
+    ``O(n * r)``.
+
+    Example:
+        >>> from segtext.repairs import RepairLog
+        >>> log = RepairLog("ab\\ncd", strict=False)
+        >>> log.position(0), log.position(2), log.position(3), log.position(5)
+        ((1, 1), (1, 3), (2, 1), (2, 3))
+    """
 
     def __init__(self, text: str, strict: bool) -> None:
         self.text = text
         self.strict = strict
         self.repairs: list[Repair] = []
+        self._newlines: list[int] | None = None
 
     def position(self, offset: int) -> tuple[int, int]:
-        offset = max(0, min(offset, len(self.text)))
-        line = self.text.count("\n", 0, offset) + 1
-        column = offset - (self.text.rfind("\n", 0, offset) + 1) + 1
-        return line, column
+        """1-based ``(line, column)`` of character ``offset`` (clipped to the text)."""
+        if offset < 0:
+            offset = 0
+        elif offset > len(self.text):
+            offset = len(self.text)
+        newlines = self._newlines
+        if newlines is None:
+            newlines = self._newlines = [m.start() for m in _NEWLINE.finditer(self.text)]
+        before = bisect_left(newlines, offset)  # newlines in text[:offset]
+        line_start = newlines[before - 1] + 1 if before else 0
+        return before + 1, offset - line_start + 1
 
     def add(self, kind: str, offset: int, message: str, expected: str = "", found: str = "") -> None:
         line, column = self.position(offset)

@@ -54,6 +54,7 @@ from segtext._validate import as_array, grid_size_arg, rle_call, rles_call
 from segtext.coco import check_status
 from segtext.grid import grid_to_mask
 from segtext.labels import BACKGROUND, check_labels, label_table, nearest_label
+from segtext.limits import MAX_COUNT, MAX_GRID_CELLS, MAX_TEXT_LENGTH
 from segtext.repairs import DecodeError, Repair, RepairLog
 
 __all__ = [
@@ -72,8 +73,7 @@ MODES = ("strict", "repair", "t4s")
 FORMATS = {"rrle": (True, True), "isd": (True, False), "irle": (False, True)}
 UNKNOWN_POLICIES = ("background", "nearest", "error")
 DEFAULT_GRID_SIZE = (16, 16)
-_MAX_COUNT = 1 << 16  # a count is clipped here when no grid size bounds it
-_MAX_CELLS = 1 << 22  # an inferred grid never exceeds this many cells
+_COUNT_DIGITS = len(str(MAX_COUNT))  # a count with more digits is larger than any grid
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -313,6 +313,16 @@ class DecodedGrid:
 # --------------------------------------------------------------------------- decoding
 
 
+def _bounded_text(text: str, log: RepairLog) -> str:
+    """The first :data:`~segtext.limits.MAX_TEXT_LENGTH` characters, with a repair if cut."""
+    if len(text) <= MAX_TEXT_LENGTH:
+        return text
+    log.add("text_too_long", MAX_TEXT_LENGTH, f"the text has {len(text)} characters; read up to "
+            f"the limit of {MAX_TEXT_LENGTH}", expected=f"at most {MAX_TEXT_LENGTH} characters",
+            found=f"{len(text)}")
+    return text[:MAX_TEXT_LENGTH]
+
+
 def _extract(text: str, log: RepairLog) -> tuple[str, int]:
     """The text between ``<seg>`` and ``</seg>``, and its offset in ``text``."""
     i = text.find("<seg>")
@@ -342,6 +352,7 @@ class _Vocab:
             self.ids.setdefault(s, i)
         self.unknown = unknown
         self.log = log
+        self.nearest: dict[str, int] = {}  # one edit-distance search per distinct unknown label
 
     def id(self, text: str, offset: int) -> int:
         v = self.ids.get(text)
@@ -355,7 +366,12 @@ class _Vocab:
             line, column = self.log.position(offset)
             raise DecodeError("unknown_label", f"unknown label {text!r}", line, column,
                               expected="a label from the labels list", found=repr(text))
-        v = 0 if self.unknown == "background" else nearest_label(text, self.labels)
+        if self.unknown == "background":
+            v = 0
+        else:
+            v = self.nearest.get(text)
+            if v is None:
+                v = self.nearest[text] = nearest_label(text, self.labels)
         self.log.add("unknown_label", offset,
                      f"unknown label {text!r} read as {self.labels[v]!r}",
                      expected="a label from the labels list", found=repr(text))
@@ -372,7 +388,7 @@ def _fast(body: str, labels: tuple[str, ...] | None,
     buf, off, _ = label_table((BACKGROUND,) if labels is None else labels)
     h, w = (-1, -1) if grid_size is None else grid_size
     ok, grid, spans, fmt = K.decode_grid(np.frombuffer(raw, np.uint8), buf, off, labels is None,
-                                         h, w, _MAX_CELLS)
+                                         h, w, MAX_GRID_CELLS)
     if not ok:
         return None
     if labels is None:
@@ -382,23 +398,48 @@ def _fast(body: str, labels: tuple[str, ...] | None,
     return grid, out, _FORMAT_CODES[fmt]
 
 
+def _digits_value(digits: str, cap: int) -> int:
+    """The value of a string of ASCII digits, or ``cap + 1`` for any value above ``cap``.
+
+    Never converts more than :data:`_COUNT_DIGITS` digits (Python refuses 4,301 and more).
+    """
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _COUNT_DIGITS else cap + 1
+
+
+def _clip_count(value: int, text: str, offset: int, cap: int, log: RepairLog) -> int:
+    if value <= cap:
+        return value
+    shown = text if len(text) <= 24 else text[:10] + "..." + text[-10:]
+    log.add("count_too_large", offset, f"count {shown!r} is larger than the {cap} cells the grid "
+            f"can hold; clipped to {cap}", expected=f"a count of at most {cap}",
+            found=f"{len(text)} digits" if len(text) > 24 else repr(text))
+    return cap
+
+
 def _parse_count(text: str, offset: int, cap: int, log: RepairLog) -> int:
-    """Count of one run from the text after ``" *"``; 0 means drop the run."""
+    """Count of one run from the text after ``" *"``; 0 means drop the run.
+
+    ``cap`` is the most cells the grid can hold; a larger count is clipped to it with a
+    ``count_too_large`` repair.
+    """
     if text and text.isascii() and text.isdigit() and text[0] != "0":
-        return min(int(text), cap)
+        return _clip_count(_digits_value(text, cap), text, offset, cap, log)
     if text == "":
         log.add("missing_count", offset, "a run with ' *' but no count; read as 1",
                 expected="a positive count", found="nothing")
         return 1
     m = _DIGITS.match(text.strip())
-    value = int(m.group()) if m else 1
+    value = _digits_value(m.group(), cap) if m else 1
+    shown = text if len(text) <= 24 else text[:10] + "..." + text[-10:]
     if m and value == 0:
         log.add("zero_count", offset, "a run of zero cells; dropped",
-                expected="a positive count", found=repr(text))
+                expected="a positive count", found=repr(shown))
         return 0
-    log.add("bad_count", offset, f"count {text!r} read as {value}",
-            expected="a positive decimal count", found=repr(text))
-    return min(value, cap)
+    log.add("bad_count", offset, f"count {shown!r} read as "
+            + (str(value) if value <= cap else "its leading digits"),
+            expected="a positive decimal count", found=repr(shown))
+    return _clip_count(value, text, offset, cap, log)
 
 
 def _tokenize(body: str, base: int, log: RepairLog) -> list[tuple[int, list[tuple[str, int, str | None]]]]:
@@ -440,15 +481,28 @@ def _tokenize(body: str, base: int, log: RepairLog) -> list[tuple[int, list[tupl
     return rows
 
 
-def _fill_row(cells: np.ndarray, w: int, above: np.ndarray | None, offset: int,
+def _expand(ids: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` cells (or all, if fewer) of runs ``ids`` x ``counts``, expanding no more."""
+    ends = np.cumsum(counts)
+    if len(ends) and ends[-1] > n:
+        k = int(np.searchsorted(ends, n))  # the run holding cell n - 1
+        counts = counts[: k + 1].copy()
+        counts[k] -= ends[k] - n
+        ids = ids[: k + 1]
+    return np.repeat(ids, counts)
+
+
+def _fill_row(ids: np.ndarray, counts: np.ndarray, w: int, above: np.ndarray | None, offset: int,
               log: RepairLog, row_number: int) -> np.ndarray:
-    n = len(cells)
+    """A row of exactly ``w`` cells from its runs: truncated, or padded with its last label."""
+    n = int(counts.sum())
+    cells = _expand(ids, counts, w)
     if n == w:
         return cells
     if n > w:
         log.add("row_too_long", offset, f"row {row_number} has {n} cells; truncated to {w}",
                 expected=f"{w} cells", found=f"{n}")
-        return cells[:w]
+        return cells
     if n == 0:
         fill = above[:w] if above is not None else np.zeros(w, np.int32)
         log.add("row_too_short", offset, f"row {row_number} has no cells; filled from "
@@ -460,11 +514,26 @@ def _fill_row(cells: np.ndarray, w: int, above: np.ndarray | None, offset: int,
     return np.concatenate([cells, np.full(w - n, cells[-1], np.int32)])
 
 
+def _bounded_shape(h: int, w: int, offset: int, log: RepairLog) -> tuple[int, int]:
+    """An inferred grid shape cut to :data:`~segtext.limits.MAX_GRID_CELLS`, with a repair."""
+    if h * w <= MAX_GRID_CELLS:
+        return h, w
+    if h == w:
+        h2 = w2 = math.isqrt(MAX_GRID_CELLS)
+    else:
+        h2 = min(h, MAX_GRID_CELLS)
+        w2 = max(1, min(w, MAX_GRID_CELLS // h2))
+    log.add("grid_too_large", offset, f"the text describes a {h}x{w} grid, more than "
+            f"{MAX_GRID_CELLS} cells; cut to {h2}x{w2}", expected=f"at most {MAX_GRID_CELLS} cells",
+            found=f"{h * w}")
+    return h2, w2
+
+
 def _decode_full(text: str, body: str, base: int, labels: tuple[str, ...] | None,
                  grid_size: tuple[int, int] | None, unknown: str, log: RepairLog) -> DecodedGrid:
     rows = _tokenize(body, base, log)
     counted_any = any(c is not None for _, runs in rows for _, _, c in runs)
-    cap = grid_size[0] * grid_size[1] if grid_size else _MAX_COUNT
+    cap = grid_size[0] * grid_size[1] if grid_size else MAX_COUNT
     vocab = _Vocab(labels, unknown, log)
     parsed: list[tuple[int, np.ndarray, np.ndarray]] = []
     for row_offset, runs in rows:
@@ -503,32 +572,29 @@ def _decode_full(text: str, body: str, base: int, labels: tuple[str, ...] | None
         return DecodedGrid(np.zeros((h, w), np.int32), vocab.labels, log.repairs, fmt)
     if len(parsed) == 1 and (grid_size is None or grid_size[0] != 1):
         row_offset, ids, counts = parsed[0]
-        cells = np.repeat(ids, counts)
-        total = len(cells)
+        total = int(counts.sum())
         if grid_size is None:
             s = math.isqrt(total)
-            h, w = (s, s) if s * s == total else (1, min(total, _MAX_CELLS))
+            h, w = _bounded_shape(*((s, s) if s * s == total else (1, total)), row_offset, log)
         else:
             h, w = grid_size
         if total != h * w:
             log.add("total_mismatch", row_offset, f"{total} cells where {h}x{w} = {h * w} were expected",
                     expected=f"{h * w} cells", found=f"{total}")
-        cells = _fill_row(cells, h * w, None, row_offset, RepairLog(text, False), 1)
+        cells = _fill_row(ids, counts, h * w, None, row_offset, RepairLog(text, False), 1)
         if counted_any and h > 1:
             fmt = "irle"
         return DecodedGrid(cells.reshape(h, w), vocab.labels, log.repairs, fmt)
-    sums = [int(c.sum()) for _, _, c in parsed]
     if grid_size is None:
-        freq = Counter(s for s in sums if s > 0)
+        freq = Counter(s for s in (int(c.sum()) for _, _, c in parsed) if s > 0)
         w = max(freq, key=lambda s: (freq[s], s))
-        h = len(parsed)
-        w = max(1, min(w, _MAX_CELLS // h))
+        h, w = _bounded_shape(len(parsed), w, parsed[0][0], log)
     else:
         h, w = grid_size
     grid = np.empty((h, w), np.int32)
     above = None
     for i, (row_offset, ids, counts) in enumerate(parsed[:h]):
-        grid[i] = above = _fill_row(np.repeat(ids, counts), w, above, row_offset, log, i + 1)
+        grid[i] = above = _fill_row(ids, counts, w, above, row_offset, log, i + 1)
     if len(parsed) > h:
         log.add("extra_rows", parsed[h][0], f"{len(parsed)} rows where {h} were expected; "
                 "the rest dropped", expected=f"{h} rows", found=f"{len(parsed)}")
@@ -560,6 +626,8 @@ def _decode_t4s(text: str, labels: tuple[str, ...] | None, grid_size: tuple[int,
     last item or truncated to ``h*w``. Any parse error gives an all-background grid.
     """
     log = RepairLog(text, strict=False)
+    text = _bounded_text(text, log)
+    given = grid_size
     try:
         rows = []
         for row in _t4s_body(text).strip("\n").split("\n "):
@@ -576,8 +644,9 @@ def _decode_t4s(text: str, labels: tuple[str, ...] | None, grid_size: tuple[int,
             else:
                 freq = Counter(sums)
                 grid_size = (len(rows), max(freq, key=lambda s: (freq[s], s)))
-            if not 0 < grid_size[0] * grid_size[1] <= _MAX_CELLS:
-                raise ValueError("no usable grid size")
+            if not 0 < grid_size[0] * grid_size[1] <= MAX_GRID_CELLS:
+                raise ValueError(f"no usable grid size: the text describes {grid_size[0]}x"
+                                 f"{grid_size[1]} cells")
         h, w = grid_size
         n = h * w
         items: list[str] = []
@@ -592,7 +661,7 @@ def _decode_t4s(text: str, labels: tuple[str, ...] | None, grid_size: tuple[int,
         if len(items) < n:
             items.extend([items[-1]] * (n - len(items)))
     except (ValueError, IndexError) as e:
-        h, w = grid_size or DEFAULT_GRID_SIZE
+        h, w = given or DEFAULT_GRID_SIZE  # never the size the text itself failed to give
         log.add("t4s_parse_error", 0, f"Text4Seg's decoder fails on this text ({e}); all background")
         return DecodedGrid(np.zeros((h, w), np.int32), [BACKGROUND] if labels is None else list(labels),
                            log.repairs, "rrle")
@@ -652,7 +721,7 @@ def decode_rrle(
     if mode == "t4s":
         return _decode_t4s(text, vocab, size, unknown)
     log = RepairLog(text, strict=mode == "strict")
-    body, base = _extract(text, log)
+    body, base = _extract(_bounded_text(text, log), log)
     fast = _fast(body, vocab, size)
     if fast is not None:
         grid, out_labels, fmt = fast
