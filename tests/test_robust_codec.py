@@ -181,14 +181,51 @@ polygons = hs.integers(3, 7).flatmap(lambda n: hs.lists(
     hs.floats(-3, 4, allow_nan=False), min_size=2 * n, max_size=2 * n))
 
 
-@given(polygons, hs.integers(2, 30), hs.integers(2, 30))
-def test_polygons_within_the_margin_are_rasterised_as_pycocotools_does(unit, H, W):
-    # coordinates up to one image size outside the image reach pycocotools unchanged
-    poly = [round(v * (W if i % 2 == 0 else H), 2) for i, v in enumerate(unit)]
-    poly = [min(max(v, -(W if i % 2 == 0 else H)), 2 * (W if i % 2 == 0 else H)) for i, v in enumerate(poly)]
-    want = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([poly], H, W)))
-    got = mask_utils.decode(st.coco.to_rle([poly], (H, W)))
-    np.testing.assert_array_equal(got, want)
+@given(hs.lists(polygons, min_size=1, max_size=4), hs.integers(1, 30), hs.integers(1, 30))
+def test_polygons_within_the_margin_are_rasterised_as_pycocotools_does(units, H, W):
+    # coordinates up to one image size outside the image reach pycocotools unchanged, and
+    # several polygons merge to exactly the string pycocotools' merge writes
+    polys = []
+    for unit in units:
+        poly = [round(v * (W if i % 2 == 0 else H), 2) for i, v in enumerate(unit)]
+        polys.append([min(max(v, -(W if i % 2 == 0 else H)), 2 * (W if i % 2 == 0 else H))
+                      for i, v in enumerate(poly)])
+    want = mask_utils.merge(mask_utils.frPyObjects(polys, H, W))
+    got = st.coco.to_rle(polys, (H, W))
+    assert got["counts"] == want["counts"].decode("ascii")
+
+
+@given(hs.lists(hs.integers(0, 2**40), max_size=12))
+def test_counts_encoder_matches_the_plain_loop(counts):
+    from segtext import _kernels as K
+
+    got = K.encode_coco_counts(np.array(counts, np.int64)).tobytes().decode("ascii")
+    assert got == naive.encode_counts_string(counts)
+    if max(counts, default=0) <= limits.MAX_IMAGE_AREA:
+        assert st.coco.decode_counts(got).tolist() == counts
+
+
+@given(hs.lists(hs.integers(0, 2**32 - 1), min_size=1, max_size=5), hs.integers(1, 12), hs.integers(1, 12))
+def test_union_of_runs_is_the_pixelwise_or(seeds, H, W):
+    from segtext import _kernels as K
+
+    masks = [np.random.default_rng(s).random((H, W)) < 0.4 for s in seeds]
+    runs = [naive.uncompressed_counts(m) for m in masks]
+    offsets = np.cumsum([0] + [len(r) for r in runs])
+    got = K.union_runs(np.array([c for r in runs for c in r], np.int64), offsets.astype(np.int64), H * W)
+    assert got.tolist() == naive.uncompressed_counts(np.logical_or.reduce(masks))
+
+
+def test_merging_polygons_of_a_huge_image_takes_no_memory_per_pixel():
+    # pycocotools' merge allocates 4 bytes a pixel (4 GiB here); under a 2 GiB address-space
+    # cap that was a segmentation fault
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+            "import segtext as st; "
+            "r = st.coco.to_rle([[16823] * 6, [190, -2.5, -2.5, -2.5, -2.5, -2.5], [0, 0, 9, 0, 0, 9]], (32768, 32768)); "
+            "print(int(st.rle_to_grid(r, 1).sum()), r['size'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.split() == ["0", "[32768,", "32768]"]
 
 
 @given(hs.integers(3, 7).flatmap(lambda n: hs.lists(hs.floats(-50, 50, allow_nan=False), min_size=2 * n,
@@ -354,3 +391,40 @@ def test_nearest_searches_once_per_distinct_label(monkeypatch):
     assert sorted(calls) == ["cta", "dgo"]
     assert res.grid[0, :4].tolist() == [1, 2, 1, 2]
     assert sum(r.kind == "unknown_label" for r in res.repairs) == 1000  # each still reported
+
+
+# --------------------------------------------------------------------------- what fuzzing found next
+
+
+def test_encoders_refuse_texts_the_decoders_would_not_read():
+    with pytest.raises(ValueError, match="MAX_TEXT_LENGTH"):
+        st.encode_isd(np.zeros((1024, 1024), np.int32), ["others"])
+    with pytest.raises(ValueError, match="MAX_TEXT_LENGTH"):
+        st.encode_bsd([("cat", {"size": [1, 1], "counts": "01"})], (1, 1), resolution=1024,
+                      policy="nearest", max_run=2)
+    text = st.encode_isd(np.zeros((300, 300), np.int32), ["others"])  # 720 k characters: fine
+    assert st.decode_rrle(text, mode="strict").grid.shape == (300, 300)
+
+
+@pytest.mark.parametrize("option", [["--grid-size", "65536x65536"], ["--resolution", "99999999999"]])
+def test_eval_refuses_options_past_the_limits_with_exit_2(tmp_path, option, capsys):
+    from segtext import cli
+
+    (tmp_path / "p.jsonl").write_text('{"id": 0, "answer": "others *1\\n"}\n')
+    (tmp_path / "g.jsonl").write_text('{"id": 0, "segmentation": {"size": [1, 1], "counts": [1]}}\n')
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", str(tmp_path / "p.jsonl"), str(tmp_path / "g.jsonl"), *option])
+    assert e.value.code == 2
+    assert "limit" in capsys.readouterr().err
+
+
+def test_eval_reads_an_infinite_image_size_as_a_bad_entry(tmp_path, capsys):
+    from segtext import cli
+
+    (tmp_path / "p.jsonl").write_text('{"id": 0, "answer": "others *1\\n"}\n{"id": 1, "answer": "a *1\\n"}\n')
+    (tmp_path / "g.jsonl").write_text(
+        '{"id": 0, "segmentation": [[0, 0, 3, 0, 3, 3]], "image_size": [4, 1e400]}\n'
+        '{"id": 1, "segmentation": {"size": [1, 1], "counts": [0, 1]}}\n')
+    rc = cli.main(["eval", str(tmp_path / "p.jsonl"), str(tmp_path / "g.jsonl"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "line 1" in err and "image size" in err

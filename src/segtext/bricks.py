@@ -456,7 +456,12 @@ def encode_bsd(
         bricks, _ = K.encode_bricks(grid, max_run, row_wise, cfg.tab, cfg.toff)
         parts.append(spelling.ref_open + label + spelling.ref_close + spelling.box_text(written)
                      + spelling.seg_open + bricks.tobytes().decode("utf-8") + spelling.seg_close)
-    return "".join(parts)
+    text = "".join(parts)
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ValueError(f"the text would be {len(text)} characters, more than the {MAX_TEXT_LENGTH} "
+                         "decode_bsd reads (segtext.limits.MAX_TEXT_LENGTH); use a lower resolution "
+                         "or a longer max_run")
+    return text
 
 
 _EMPTY = np.zeros(0, np.int64)

@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 import numpy as np
 
 import segtext as st
+from segtext._validate import check_image_size
+from segtext.limits import MAX_GRID_CELLS, MAX_RESOLUTION
 
 BACKGROUND = "others"
 DEFAULT_LABEL = "object"
@@ -63,6 +65,9 @@ def _grid_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected N or HxW (e.g. 16 or 24x32), got {text!r}") from None
     if h <= 0 or w <= 0:
         raise argparse.ArgumentTypeError(f"grid sides must be positive, got {text!r}")
+    if h * w > MAX_GRID_CELLS:
+        raise argparse.ArgumentTypeError(f"{text!r} is {h * w} cells, more than the limit of "
+                                         f"{MAX_GRID_CELLS} (segtext.limits.MAX_GRID_CELLS)")
     return h, w
 
 
@@ -86,11 +91,27 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _resolution(text: str) -> int:
+    n = _positive_int(text)
+    if n > MAX_RESOLUTION:
+        raise argparse.ArgumentTypeError(f"{n} is more than the limit of {MAX_RESOLUTION} bricks a "
+                                         "side (segtext.limits.MAX_RESOLUTION)")
+    return n
+
+
 def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
     try:
-        return _grid_size(text)
-    except argparse.ArgumentTypeError:
+        H, W = (int(p) for p in (parts * 2 if len(parts) == 1 else parts))
+    except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW in pixels (e.g. 480x640), got {text!r}") from None
+    if H <= 0 or W <= 0:
+        raise argparse.ArgumentTypeError(f"image sides must be positive, got {text!r}")
+    try:
+        check_image_size(H, W, "--image-size")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return H, W
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +172,7 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--upsample", choices=("exact", "t4s"),
                    help="grid -> pixels: exact (segtext's cell geometry) or t4s (Text4Seg's PyTorch "
                         "nearest); default t4s with --mode t4s, else exact")
-    g.add_argument("--resolution", type=_positive_int, default=64, metavar="S",
+    g.add_argument("--resolution", type=_resolution, default=64, metavar="S",
                    help="B-SD bricks per box side (default 64)")
     g.add_argument("--box-format", choices=tuple(st.BOX_FORMATS), default="norm1000",
                    help="B-SD box spelling: norm1000 (<box>[x1,y1,x2,y2]</box> on 0..1000, default), "

@@ -71,20 +71,6 @@ def _counts_bytes(counts: str | bytes) -> bytes:
     return bytes(counts)
 
 
-def _counts_string(counts: Sequence[int]) -> str:
-    """The compressed COCO string of a few run lengths (the inverse of :func:`decode_counts`)."""
-    out = []
-    for i, c in enumerate(counts):
-        x = c - counts[i - 2] if i > 2 else c
-        more = True
-        while more:
-            group = x & 0x1F
-            x >>= 5
-            more = not ((x == 0 and not group & 0x10) or (x == -1 and group & 0x10))
-            out.append(chr(48 + (group | (0x20 if more else 0))))
-    return "".join(out)
-
-
 def decode_counts(counts: str | bytes) -> np.ndarray:
     """Decode a compressed COCO counts string into its run lengths.
 
@@ -121,8 +107,12 @@ def _size(rle: Any, where: str) -> tuple[int, int]:
     for key in ("size", "counts"):
         if key not in rle:
             raise ValueError(f"{where} has no {key!r} key; expected {{'size': [H, W], 'counts': ...}}")
-    size = rle["size"]
-    if type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int:
+    return _size_value(rle["size"], f"{where}['size']")
+
+
+def _size_value(size: Any, where: str) -> tuple[int, int]:
+    """``(H, W)`` from two ints (or integral floats) within the limits, else a ValueError."""
+    if type(size) in (list, tuple) and len(size) == 2 and type(size[0]) is int and type(size[1]) is int:
         H, W = size  # the common case, checked cheaply
         if 1 <= H <= 32768 and 1 <= W <= 32768:
             return H, W
@@ -133,10 +123,10 @@ def _size(rle: Any, where: str) -> tuple[int, int]:
             raise TypeError
         H, W = int(H), int(W)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{where}['size'] must be [H, W] (two ints), got {size!r}") from None
+        raise ValueError(f"{where} must be [H, W] (two ints), got {size!r}") from None
     if H < 1 or W < 1:
-        raise ValueError(f"{where}['size'] is {[H, W]}: an empty image; expected H >= 1 and W >= 1")
-    check_image_size(H, W, f"{where}['size']")
+        raise ValueError(f"{where} is {[H, W]}: an empty image; expected H >= 1 and W >= 1")
+    check_image_size(H, W, where)
     return H, W
 
 
@@ -314,17 +304,14 @@ def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict
     """
     if isinstance(segmentation, dict):
         _, _, size = rle_source(segmentation, "segmentation")
-        if image_size is not None and tuple(int(v) for v in image_size) != size:
+        if image_size is not None and _size_value(image_size, "image_size") != size:
             raise ValueError(f"segmentation size {list(size)} does not match image_size "
                              f"{tuple(image_size)}")
         return segmentation
     if isinstance(segmentation, (list, tuple)):
         if image_size is None:
             raise ValueError("polygon segmentation needs image_size=(H, W)")
-        H, W = (int(v) for v in image_size)
-        if H < 1 or W < 1:
-            raise ValueError(f"image_size {image_size!r} is empty; expected H >= 1 and W >= 1")
-        check_image_size(H, W)
+        H, W = _size_value(image_size, "image_size")
         polys = [_polygon(p, n, H, W) for n, p in enumerate(segmentation)]
         if not polys:
             raise ValueError("polygon segmentation is an empty list; expected at least one polygon")
@@ -332,12 +319,21 @@ def to_rle(segmentation: Any, image_size: tuple[int, int] | None = None) -> dict
 
         polys = [p for p in polys if len(p)]
         if not polys:  # every polygon lies outside the image
-            return {"size": [H, W], "counts": _counts_string([H * W])}
+            empty = K.encode_coco_counts(np.array([H * W], np.int64))
+            return {"size": [H, W], "counts": empty.tobytes().decode("ascii")}
         try:
-            rle = mask_utils.merge(mask_utils.frPyObjects(polys, H, W))
+            rles = mask_utils.frPyObjects(polys, H, W)
         except Exception as e:  # pycocotools raises a bare Exception on some polygons
             raise ValueError(f"polygons could not be rasterised: {e}") from None
-        return {"size": [H, W], "counts": rle["counts"].decode("ascii")}
+        if len(rles) == 1:
+            return {"size": [H, W], "counts": rles[0]["counts"].decode("ascii")}
+        # merged here, not by pycocotools' merge, which allocates 4 bytes per pixel of the image
+        chunks = [r["counts"] for r in rles]
+        starts = np.zeros(len(chunks) + 1, np.int64)
+        np.cumsum([len(c) for c in chunks], out=starts[1:])
+        flat, cum, _ = K.decode_coco_counts_batch(np.frombuffer(b"".join(chunks), np.uint8), starts)
+        merged = K.encode_coco_counts(K.union_runs(flat, cum, H * W))
+        return {"size": [H, W], "counts": merged.tobytes().decode("ascii")}
     raise TypeError("segmentation must be a list of polygons or a COCO RLE dict, "
                     f"got {type(segmentation).__name__}")
 
@@ -392,8 +388,8 @@ def _layout(data: Any, name: str) -> tuple[list, dict[Any, tuple[int, int]], dic
     for img in data.get("images") or []:
         if isinstance(img, dict) and isinstance(img.get("id"), (int, str)):
             try:
-                sizes[img["id"]] = (int(img["height"]), int(img["width"]))
-            except (KeyError, TypeError, ValueError):
+                sizes[img["id"]] = _size_value((img["height"], img["width"]), f"image {img['id']!r}")
+            except (KeyError, ValueError):
                 pass  # an image without a usable size: its polygons are reported when used
     names: dict[Any, str] = {}
     for cat in data.get("categories") or []:

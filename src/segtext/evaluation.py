@@ -76,7 +76,7 @@ from typing import Any
 
 import numpy as np
 
-from segtext._validate import grid_size_arg, image_size_arg
+from segtext._validate import check_image_size, grid_size_arg, image_size_arg
 from segtext.limits import MAX_RESOLUTION
 from segtext.bricks import BOX_FORMATS, DecodedObjects, decode_bsd, merge_objects
 from segtext.coco import load_annotations, rle_runs, rles_runs, to_rle
@@ -654,10 +654,11 @@ def _gt_from_record(obj: Any) -> GroundTruth:
     if size is not None:
         try:
             H, W = (int(v) for v in size)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"image size must be [H, W], got {size!r}") from None
         if H < 1 or W < 1:
             raise ValueError(f"image size {[H, W]} is empty")
+        check_image_size(H, W, "image size")
         size = (H, W)
     key = next((k for k in _GT_MASK_KEYS if k in obj), None)
     seg = obj[key] if key is not None else None

@@ -96,7 +96,16 @@ def _encode(grid: Any, labels: Sequence[str], with_counts: bool, row_wise: bool)
     if status == 2:
         raise ValueError(f"grid holds id {value} but the labels list is too short "
                          f"({len(labels)} labels, ids 0..{len(labels) - 1})")
-    return out.tobytes().decode("utf-8")
+    return _readable(out.tobytes().decode("utf-8"))
+
+
+def _readable(text: str, where: str = "") -> str:
+    """``text``, unless it is longer than the decoders read (a text that cannot round-trip)."""
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ValueError(f"{where}the text would be {len(text)} characters, more than the "
+                         f"{MAX_TEXT_LENGTH} a decoder reads (segtext.limits.MAX_TEXT_LENGTH); "
+                         "use a smaller grid or the R-RLE format")
+    return text
 
 
 def encode_rrle(grid: Any, labels: Sequence[str]) -> str:
@@ -197,7 +206,7 @@ def rle_to_text(
                              a.px, int(canon[1]), buf, off, row_wise, with_counts)
     H, W = a.H, a.W
     check_status(status, "rle", H, W)
-    return out.tobytes().decode("utf-8")
+    return _readable(out.tobytes().decode("utf-8"))
 
 
 def rles_to_texts(
@@ -248,7 +257,7 @@ def rles_to_texts(
                            fg_ids, buf, off, row_wise, with_counts)
     raw = out.tobytes()
     bounds = cum.tolist()
-    return [raw[bounds[n] : bounds[n + 1]].decode("utf-8") for n in range(N)]
+    return [_readable(raw[bounds[n] : bounds[n + 1]].decode("utf-8"), f"rles[{n}]: ") for n in range(N)]
 
 
 # --------------------------------------------------------------------------- result
