@@ -235,44 +235,43 @@ def decode_wellformed(text: str, labels, grid_size) -> np.ndarray:
 
 
 def t4s_decode(text: str, labels, grid_size):
-    """Text4Seg's own decoder, step for step (its eval script, decode_mask and translate_sequence):
+    """Text4Seg's decoder as issue 9 states it (ms-swift/text4seg/infer_refer_seg.py with
+    text4seg/utils.py), written plainly with every run fully expanded:
 
-    the model output is stripped; the text between <seg> and </seg> is taken
-    (``split("<seg>")[1].split("</seg>")[0]``; segtext reads a text without <seg> whole);
-    ``strip("\\n")``, rows split on '\\n ', runs on '| ', each run ``label, count = run.split(" *")``
-    and expanded ``[label] * int(count)``; the labels are joined by '|', split on '|' again and
-    stripped, then mapped to ids (unknown -> 0); padded with the last value; truncated to h*w;
-    reshaped.  Any exception -> all background.
+    the text after the first <seg> up to the first </seg> after it (to the end without one; no
+    <seg> at all is a parse error); strip("\\n"); rows on exactly "\\n ", runs on "| ", each run
+    split on " *" into exactly two parts, the count through int() (a count <= 0 adds nothing);
+    all cells joined by "|", split on "|" again and stripped; ids by order of first appearance
+    with the exact "others" moved to id 0 (labels None, the referring decoder), or from the
+    fixed list with an unknown label 0 (the semantic decoder); padded with the last id overall
+    or truncated to h*w. Any exception: all background.
 
-    Returns (grid, parse_error, n_items).
+    Returns (grid, parse_error, names).
     """
     h, w = grid_size
-    ids = {}
-    for i, lab in enumerate(labels):
-        ids.setdefault(lab, i)
     try:
-        text = text.strip()
-        if "<seg>" in text:
-            text = text.split("<seg>")[1].split("</seg>")[0]
-        # decode_mask
-        rows = text.strip("\n").split("\n ")
+        if "<seg>" not in text:
+            raise ValueError("no <seg>")
+        body = text.split("<seg>")[1].split("</seg>")[0]
         decoded = []
-        for row in rows:
+        for row in body.strip("\n").split("\n "):
             for token in row.split("| "):
                 label, count = token.split(" *")
                 decoded.extend([label] * int(count))
-        joined = "|".join(decoded)
-        # translate_sequence
-        sequence = [item.strip() for item in joined.split("|")]
-        pred = [ids.get(item, 0) for item in sequence]
-        n_items = len(decoded)
-        if len(pred) < h * w:
-            pred = pred + [pred[-1]] * (h * w - len(pred))
-        elif len(pred) > h * w:
-            pred = pred[: h * w]
-        return np.array(pred, dtype=np.int64).reshape(h, w), False, n_items
+        sequence = [item.strip() for item in "|".join(decoded).split("|")]
+        if labels is None:
+            names = list(dict.fromkeys(sequence))
+            if "others" in names:
+                names.remove("others")
+                names.insert(0, "others")
+        else:
+            names = list(labels)
+        ids = [names.index(item) if item in names else 0 for item in sequence]
+        if len(ids) < h * w:
+            ids = ids + [ids[-1]] * (h * w - len(ids))
+        return np.array(ids[: h * w], dtype=np.int64).reshape(h, w), False, names
     except Exception:
-        return np.zeros((h, w), dtype=np.int64), True, 0
+        return np.zeros((h, w), dtype=np.int64), True, None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,11 +379,13 @@ def clip_polygon(points, x0, y0, x1, y1) -> list[float]:
         for i, cur in enumerate(pts):
             prev = pts[i - 1]
             if inside(cur) != inside(prev):
-                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
-                if axis == 0:
-                    out.append((bound, prev[1] + t * (cur[1] - prev[1])))
-                else:
-                    out.append((prev[0] + t * (cur[0] - prev[0]), bound))
+                # the crossing at parameter t along prev -> cur, in halves so that no
+                # difference of two coordinates near the float limit overflows
+                t = (bound / 2 - prev[axis] / 2) / (cur[axis] / 2 - prev[axis] / 2)
+                other = 1 - axis
+                a, b = prev[other], cur[other]
+                v = a + 2.0 * (t * (b / 2 - a / 2)) if t <= 0.5 else b - 2.0 * ((1.0 - t) * (b / 2 - a / 2))
+                out.append((bound, v) if axis == 0 else (v, bound))
             if inside(cur):
                 out.append(cur)
         pts = out

@@ -248,3 +248,10 @@ def test_show_worst(files, capsys):
 def test_encode_still_works(capsys):
     code, out, _ = run(["encode", "--limit", "1", "--grid-size", "2", "--no-progress"], capsys)
     assert code == 0 and json.loads(out)["text"] == "others *1| dog *1\n others *2\n"
+
+
+def test_encode_refuses_the_background_word_as_label(capsys):
+    from segtext import cli
+
+    assert cli.main(["encode", "--limit", "1", "--label", "others", "--no-progress"]) == 2
+    assert "background word" in capsys.readouterr().err

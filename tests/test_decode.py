@@ -58,7 +58,7 @@ def test_identity_inside_seg_tags(fmt, data, prefix, suffix):
 @given(data=grids_and_labels(max_h=10, max_w=10))
 def test_t4s_mode_identity_on_valid_text(fmt, data):
     grid, labels = data
-    text = ENCODE[fmt](grid, labels)
+    text = "<seg>" + ENCODE[fmt](grid, labels) + "</seg>"
     if fmt == "isd":
         return  # Text4Seg's decoder does not read the I-SD full form (no ' *' counts)
     # Text4Seg re-splits the expanded labels on '|' (and strips them): such labels do not survive it

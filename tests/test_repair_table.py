@@ -9,6 +9,7 @@ import segtext as st
 from strategies import KNOWN_KINDS
 
 G = (2, 4)
+S = "<seg>{}</seg>".format  # a text as Text4Seg's decoder needs it
 DOG = [[0, 0, 1, 1], [0, 0, 0, 0]]
 ZEROS_2x4 = [[0] * 4] * 2
 ANY = [(None, None, None)]  # strict: only check that it raises with a position
@@ -231,18 +232,21 @@ def test_t4s_parse_error_gives_background_and_one_repair():
 def test_t4s_flattens_pads_with_last_value_and_truncates():
     labels = ["others", "dog"]
     # rows are not respected: everything is flattened
-    res = st.decode_rrle("others *3| dog *3\n others *2\n", labels=labels, grid_size=G, mode="t4s")
+    res = st.decode_rrle(S("others *3| dog *3\n others *2\n"), labels=labels, grid_size=G, mode="t4s")
     np.testing.assert_array_equal(res.grid, [[0, 0, 0, 1], [1, 1, 0, 0]])
     # too short: pad with the last value
-    res = st.decode_rrle("others *1| dog *2\n", labels=labels, grid_size=G, mode="t4s")
+    res = st.decode_rrle(S("others *1| dog *2\n"), labels=labels, grid_size=G, mode="t4s")
     np.testing.assert_array_equal(res.grid, [[0, 1, 1, 1], [1, 1, 1, 1]])
     # too long: truncate
-    res = st.decode_rrle("dog *5| others *9\n", labels=labels, grid_size=G, mode="t4s")
+    res = st.decode_rrle(S("dog *5| others *9\n"), labels=labels, grid_size=G, mode="t4s")
     np.testing.assert_array_equal(res.grid, [[1, 1, 1, 1], [1, 0, 0, 0]])
     # a missing ' *' anywhere is a parse error: all background
-    res = st.decode_rrle("dog *5| others\n", labels=labels, grid_size=G, mode="t4s")
+    res = st.decode_rrle(S("dog *5| others\n"), labels=labels, grid_size=G, mode="t4s")
     np.testing.assert_array_equal(res.grid, np.zeros(G))
     assert [r.kind for r in res.repairs] == ["t4s_parse_error"]
+    # and so is a text without <seg>, however well formed (Text4Seg's split("<seg>")[1])
+    res = st.decode_rrle("others *3| dog *3\n others *2\n", labels=labels, grid_size=G, mode="t4s")
+    assert [r.kind for r in res.repairs] == ["t4s_parse_error"] and not res.grid.any()
 
 
 def test_realistic_messy_answer():
@@ -264,40 +268,64 @@ def test_realistic_messy_answer():
 
 T4S_LABELS = ["others", "dog"]
 T4S_CASES = [
-    pytest.param("dog *2| others *2\n others *4\n", [[1, 1, 0, 0], [0, 0, 0, 0]], False, id="valid"),
-    pytest.param("others *2| dog *2\n others *4", [[0, 0, 1, 1], [0, 0, 0, 0]], False, id="no-final-newline"),
-    pytest.param("dog *2\n others *2\n\n", [[1, 1, 0, 0], [0, 0, 0, 0]], False, id="trailing-newlines"),
+    pytest.param(S("dog *2| others *2\n others *4\n"), [[1, 1, 0, 0], [0, 0, 0, 0]], False, id="valid"),
+    pytest.param(S("others *2| dog *2\n others *4"), [[0, 0, 1, 1], [0, 0, 0, 0]], False, id="no-final-newline"),
+    pytest.param(S("dog *2\n others *2\n\n"), [[1, 1, 0, 0], [0, 0, 0, 0]], False, id="trailing-newlines"),
     # Text4Seg strips '\n' from both ends of the text between the tags before splitting rows
-    pytest.param("\ndog *4\n", [[1, 1, 1, 1], [1, 1, 1, 1]], False, id="leading-newline"),
-    pytest.param(
-        "<seg>\ndog *2| others *2\n</seg>", [[1, 1, 0, 0], [0, 0, 0, 0]], False, id="newline-after-seg"
-    ),
-    pytest.param("\n\ndog *1\n others *3\n", [[1, 0, 0, 0], [0, 0, 0, 0]], False, id="two-leading-newlines"),
-    pytest.param(
-        "Sure <seg>dog *3| others *5\n</seg> done", [[1, 1, 1, 0], [0, 0, 0, 0]], False, id="wrapped"
-    ),
-    pytest.param("dog *2|dog *2\n", [[0] * 4] * 2, True, id="pipe-without-space"),
-    pytest.param("dog *2| others\n", [[0] * 4] * 2, True, id="run-without-count"),
-    pytest.param("dog *2| others *x\n", [[0] * 4] * 2, True, id="non-numeric-count"),
+    pytest.param(S("\ndog *4\n"), [[1, 1, 1, 1], [1, 1, 1, 1]], False, id="leading-newline"),
+    pytest.param(S("\n\ndog *1\n others *3\n"), [[1, 0, 0, 0], [0, 0, 0, 0]], False, id="two-leading-newlines"),
+    pytest.param("Sure <seg>dog *3| others *5\n</seg> done", [[1, 1, 1, 0], [0, 0, 0, 0]], False, id="wrapped"),
+    pytest.param("dog *4\n others *4\n", [[0] * 4] * 2, True, id="no-seg-is-a-parse-error"),
+    pytest.param("<seg>dog *2| others *6\n", [[1, 1, 0, 0], [0, 0, 0, 0]], False, id="no-seg-close"),
+    pytest.param(S("dog *2|dog *2\n"), [[0] * 4] * 2, True, id="pipe-without-space"),
+    pytest.param(S("dog *2| others\n"), [[0] * 4] * 2, True, id="run-without-count"),
+    pytest.param(S("dog *2| others *x\n"), [[0] * 4] * 2, True, id="non-numeric-count"),
+    pytest.param(S("dog *2 *3\n"), [[0] * 4] * 2, True, id="three-parts"),
+    pytest.param(S("dog *+2| others * 06 \n"), [[1, 1, 0, 0], [0, 0, 0, 0]], False, id="python-int-counts"),
+    pytest.param(S("dog *3| others *-4| dog *5\n"), [[1, 1, 1, 1], [1, 1, 1, 1]], False, id="negative-count"),
+    pytest.param(S("dog *" + "9" * 5000 + "\n"), [[0] * 4] * 2, True, id="int-refuses-5000-digits"),
     pytest.param("garbage", [[0] * 4] * 2, True, id="garbage"),
-    pytest.param("dog *3\nothers *5\n", [[0] * 4] * 2, True, id="newline-without-space"),
-    pytest.param("dog *3\n others *2| dog *1\n", [[1, 1, 1, 0], [0, 1, 1, 1]], False, id="pad-last"),
-    pytest.param("cat *3| dog *9\n", [[0, 0, 0, 1], [1, 1, 1, 1]], False, id="unknown-label-background"),
+    pytest.param(S("dog *3\nothers *5\n"), [[0] * 4] * 2, True, id="newline-without-space"),
+    pytest.param(S("dog *3\n others *2| dog *1\n"), [[1, 1, 1, 0], [0, 1, 1, 1]], False, id="pad-last"),
+    pytest.param(S("cat *3| dog *9\n"), [[0, 0, 0, 1], [1, 1, 1, 1]], False, id="unknown-label-background"),
     # Text4Seg joins the expanded labels with '|', splits them again and strips each
-    pytest.param("dog|dog *2| others *2\n", [[1, 1, 1, 1], [0, 0, 0, 0]], False, id="label-resplit-on-pipe"),
-    pytest.param("dog *2|  dog *2| others *9\n", [[1, 1, 1, 1], [0, 0, 0, 0]], False, id="label-stripped"),
+    pytest.param(S("dog|dog *2| others *2\n"), [[1, 1, 1, 1], [0, 0, 0, 0]], False, id="label-resplit-on-pipe"),
+    pytest.param(S("dog *2|  dog *2| others *9\n"), [[1, 1, 1, 1], [0, 0, 0, 0]], False, id="label-stripped"),
     pytest.param("  \n<seg>dog *1\n others *3\n</seg>  ", [[1, 0, 0, 0], [0, 0, 0, 0]], False, id="output-stripped"),
-    pytest.param("<seg>dog *2<seg>others *8</seg>", [[1, 1, 1, 1], [1, 1, 1, 1]], False, id="first-seg-segment"),
-    pytest.param("dog *0| others *0\n", [[0] * 4] * 2, False, id="nothing-expanded"),
+    # Text4Seg's split("<seg>")[1]: a second <seg> ends the text read, like </seg>
+    pytest.param("<seg>dog *2<seg>others *8</seg>", [[1] * 4] * 2, False, id="first-seg-segment"),
+    pytest.param("<seg>dog *2\n others *6</seg><seg>others *8</seg>", [[1, 1, 0, 0], [0, 0, 0, 0]], False,
+                 id="first-seg-block"),
+    pytest.param(S("dog *0| others *0\n"), [[0] * 4] * 2, False, id="nothing-expanded"),
 ]
+
+# issue 9's examples of Text4Seg's referring decoder (no label list), h = 2, w = 4, foreground shown
+T4S_REFERRING = [
+    pytest.param("<seg>dog *4\n dog *4\n</seg>", [[0] * 4] * 2, id="only-dog-is-background"),
+    pytest.param("<seg>cat *2| dog *2\n dog *4\n</seg>", [[0, 0, 1, 1], [1, 1, 1, 1]], id="first-label-is-background"),
+    pytest.param("others *4\n dog *4\n", [[0] * 4] * 2, id="no-seg"),
+    pytest.param("<seg>dog *4\n Others *4\n</seg>", [[0, 0, 0, 0], [1, 1, 1, 1]], id="Others-is-another-label"),
+    pytest.param("<seg>others *3\n dog *5\n</seg>", [[0, 0, 0, 1], [1, 1, 1, 1]], id="rows-never-checked"),
+    pytest.param("<seg>others *4\ndog *4\n</seg>", [[0] * 4] * 2, id="newline-without-space"),
+    # "others" only past the cells kept still takes id 0, so dog is foreground
+    pytest.param("<seg>dog *4\n dog *4\n others *4\n</seg>", [[1] * 4] * 2, id="others-past-the-grid"),
+]
+
+
+@pytest.mark.parametrize("text, expected", T4S_REFERRING)
+def test_t4s_referring_examples(text, expected):
+    naive_grid, _, _ = naive.t4s_decode(text, None, G)
+    np.testing.assert_array_equal(naive_grid > 0, np.array(expected, bool))  # the table agrees with the reference
+    res = st.decode_rrle(text, grid_size=G, mode="t4s")
+    np.testing.assert_array_equal(res.foreground(), np.array(expected, bool), err_msg=f"{res.repairs}")
+    np.testing.assert_array_equal(res.grid, naive_grid)
 
 
 @pytest.mark.parametrize("text, expected, parse_error", T4S_CASES)
 def test_t4s_cases(text, expected, parse_error):
-    naive_grid, naive_error, n_items = naive.t4s_decode(text, T4S_LABELS, G)
+    naive_grid, naive_error, _ = naive.t4s_decode(text, T4S_LABELS, G)
     np.testing.assert_array_equal(naive_grid, expected)  # the table agrees with the reference
     assert naive_error == parse_error
     res = st.decode_rrle(text, labels=T4S_LABELS, grid_size=G, mode="t4s")
     np.testing.assert_array_equal(res.grid, np.array(expected), err_msg=f"repairs: {res.repairs}")
-    if parse_error or n_items:  # with nothing expanded Text4Seg does not fail; either report is fine
-        assert ("t4s_parse_error" in [r.kind for r in res.repairs]) == parse_error
+    assert ("t4s_parse_error" in [r.kind for r in res.repairs]) == parse_error

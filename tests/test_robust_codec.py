@@ -235,9 +235,7 @@ def test_clip_kernel_matches_the_plain_sutherland_hodgman(poly, x0, y0, dx, dy):
     from segtext import _kernels as K
 
     got = K.clip_polygon(np.array(poly, np.float64), x0, y0, x0 + dx, y0 + dy)
-    want = naive.clip_polygon(poly, x0, y0, x0 + dx, y0 + dy)
-    assert len(got) == len(want)
-    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+    assert got.tolist() == naive.clip_polygon(poly, x0, y0, x0 + dx, y0 + dy)
 
 
 @given(hs.lists(hs.one_of(hs.floats(-1.7976931348623157e308, 1.7976931348623157e308), hs.integers(-40, 40)),

@@ -312,6 +312,9 @@ def _check_label(label: str) -> str | None:
         st.check_label(label)
     except (ValueError, TypeError) as e:
         return str(e)
+    if label == st.labels.BACKGROUND:
+        return (f"{label!r} is the background word: the mask would decode as background; "
+                "give the foreground another name")
     return None
 
 

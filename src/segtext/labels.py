@@ -64,6 +64,15 @@ def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
     return _checked(tuple(labels))
 
 
+def refuse_background_alias(labels: tuple[str, ...]) -> None:
+    """Refuse a foreground label spelled like the background (``labels[0]``): its cells would
+    read back as background, so the mask would be lost (private to the encoders)."""
+    for i in range(1, len(labels)):
+        if labels[i] == labels[0]:
+            raise ValueError(f"label {i} is {labels[i]!r}, the background word: its cells would "
+                             "decode as background; give the foreground another name")
+
+
 @lru_cache(maxsize=256)
 def _checked(labels: tuple) -> tuple[str, ...]:
     for label in labels:

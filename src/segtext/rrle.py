@@ -31,11 +31,13 @@ Decoding
 have no counts is I-SD) in three modes: ``strict`` raises :class:`~segtext.DecodeError` at
 the first deviation from what the encoders write; ``repair`` never raises on any ``str`` and
 lists each fix (:data:`~segtext.repairs.REPAIR_KINDS`); ``t4s`` reproduces Text4Seg's own
-decoder step for step (take the text between the first ``<seg>`` and the next
-``</seg>``, strip newlines, split rows on ``"\\n "`` and runs on ``"| "``, expand every run,
-re-split the labels on ``"|"`` and strip them, pad with the last label, truncate, reshape;
-any parse error gives an all-background grid, silently in Text4Seg and as a
-``t4s_parse_error`` repair here). Unlike Text4Seg, a text without ``<seg>`` is read whole.
+decoder step for step: its referring decoder without ``labels`` (ids by first appearance,
+then ``"others"`` moved to id 0, so a text whose only label is ``dog`` is background), its
+semantic decoder with them (ids from the list, unknown labels 0); the text after the first
+``<seg>`` up to the next ``<seg>`` or ``</seg>``, newlines stripped, rows split on ``"\\n "`` and runs on
+``"| "``, counts through ``int()``, the labels re-split on ``"|"`` and stripped, padded with the
+last label, truncated, reshaped. A text without ``<seg>`` or any parse error gives an
+all-background grid, silently in Text4Seg and as a ``t4s_parse_error`` repair here.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from segtext import _kernels as K
 from segtext._validate import as_array, grid_size_arg, rle_call, rles_call
 from segtext.coco import check_status
 from segtext.grid import grid_to_mask
-from segtext.labels import BACKGROUND, check_labels, label_table, nearest_label
+from segtext.labels import BACKGROUND, check_labels, label_table, nearest_label, refuse_background_alias
 from segtext.limits import MAX_COUNT, MAX_GRID_CELLS, MAX_TEXT_LENGTH
 from segtext.repairs import DecodeError, Repair, RepairLog
 
@@ -82,6 +84,7 @@ _DIGITS = re.compile(r"[0-9]+")
 
 def _encode(grid: Any, labels: Sequence[str], with_counts: bool, row_wise: bool) -> str:
     labels = check_labels(labels)
+    refuse_background_alias(labels)
     g = as_array(grid, "grid")
     if g.ndim != 2 or g.size == 0:
         raise ValueError(f"grid must be a non-empty 2-D (h, w) array, got shape {g.shape}")
@@ -199,6 +202,7 @@ def rle_to_text(
         'others *2| dog *2\\n others *2| dog *2\\n'
     """
     labels = check_labels((background, label))
+    refuse_background_alias(labels)
     row_wise, with_counts = _format_flags(format)
     a = rle_call(rle, grid_size, policy, threshold)
     buf, off, canon = label_table(labels)
@@ -243,6 +247,7 @@ def rles_to_texts(
     N = len(a.sizes)
     if isinstance(labels, str):
         vocab = check_labels((background, labels))
+        refuse_background_alias(vocab)
         buf, off, canon = label_table(vocab)
         fg_ids = np.full(N, canon[1], np.int64)
     else:
@@ -250,6 +255,10 @@ def rles_to_texts(
             raise ValueError(f"labels has {len(labels)} entries for {N} masks; "
                              "give one label for all or one per mask")
         vocab = check_labels((background, *dict.fromkeys(labels)))
+        if background in labels:
+            n = list(labels).index(background)
+            raise ValueError(f"labels[{n}] is {background!r}, the background word: its cells would "
+                             "decode as background; give the foreground another name")
         buf, off, canon = label_table(vocab)
         index = {s: canon[i] for i, s in enumerate(vocab)}
         fg_ids = np.array([index[s] for s in labels], np.int64)
@@ -614,70 +623,105 @@ def _decode_full(text: str, body: str, base: int, labels: tuple[str, ...] | None
     return DecodedGrid(grid, vocab.labels, log.repairs, fmt)
 
 
-def _t4s_body(text: str) -> str:
-    """Text4Seg's extraction: ``text.split("<seg>")[1].split("</seg>")[0]``.
+def _t4s_body(text: str) -> str | None:
+    """Text4Seg's extraction, ``text.split("<seg>")[1].split("</seg>")[0]``: after the first
+    ``<seg>``, up to the next ``<seg>`` or ``</seg>`` (to the end when there is neither);
+    ``None`` when the text has no ``<seg>`` at all."""
+    i = text.find("<seg>")
+    if i < 0:
+        return None
+    body = text[i + 5 :]
+    j = body.find("<seg>")
+    body = body if j < 0 else body[:j]
+    j = body.find("</seg>")
+    return body if j < 0 else body[:j]
 
-    Text4Seg needs the tags; a text without ``<seg>`` is read whole here (our extension).
-    """
-    text = text.strip()
-    if "<seg>" in text:
-        return text.split("<seg>")[1].split("</seg>")[0]
-    return text
+
+def _t4s_runs(body: str) -> list[list[tuple[str, int]]]:
+    """Rows of ``(label, count)``: ``strip("\\n")``, rows on ``"\\n "``, runs on ``"| "``, each
+    run on ``" *"`` into exactly two parts, the count through Python's ``int()``."""
+    rows = []
+    for row in body.strip("\n").split("\n "):
+        pairs = []
+        for token in row.split("| "):
+            parts = token.split(" *")
+            if len(parts) != 2:
+                raise ValueError(f"a run {token[:40]!r} does not split on ' *' into two parts")
+            pairs.append((parts[0], int(parts[1])))
+        rows.append(pairs)
+    return rows
+
+
+def _t4s_grid_size(rows: list[list[tuple[str, int]]]) -> tuple[int, int]:
+    """Our extension for a text without a given grid size (Text4Seg always knows it)."""
+    sums = [sum(max(c, 0) for _, c in r) for r in rows]
+    if len(rows) == 1:
+        s = math.isqrt(sums[0])
+        size = (s, s) if s * s == sums[0] else (1, sums[0])
+    else:
+        freq = Counter(sums)
+        size = (len(rows), max(freq, key=lambda s: (freq[s], s)))
+    if not 0 < size[0] * size[1] <= MAX_GRID_CELLS:
+        raise ValueError(f"no usable grid size: the text describes {size[0]}x{size[1]} cells")
+    return size
 
 
 def _decode_t4s(text: str, labels: tuple[str, ...] | None, grid_size: tuple[int, int] | None,
                 unknown: str) -> DecodedGrid:
-    """Text4Seg's decoder, step for step.
+    """Text4Seg's decoder (``ms-swift/text4seg/infer_refer_seg.py`` with ``text4seg/utils.py``).
 
-    Rows are ``body.strip("\\n").split("\\n ")``, runs ``row.split("| ")``, each run
-    ``label, count = run.split(" *")`` with ``int(count)``; the labels are expanded,
-    joined by ``"|"``, split on ``"|"`` again and stripped; the list is padded with its
-    last item or truncated to ``h*w``. Any parse error gives an all-background grid.
+    The runs are expanded (``[label] * count``; a count of 0 or below adds nothing), joined by
+    ``"|"``, split on ``"|"`` again and stripped. Without ``labels`` (the referring decoder) the
+    ids go by order of first appearance over the whole list, then the exact string
+    ``"others"`` is moved to id 0, so a text whose only label is ``dog`` is background; with
+    ``labels`` (the semantic decoder) the ids come from the list and an unknown label is 0.
+    The list is padded with the last id overall (row lengths are never checked) or truncated
+    to ``h*w``. A text without ``<seg>``, or any error on the way, gives all background. Only
+    the cells the grid keeps are expanded; the rest is read for its labels alone.
     """
     log = RepairLog(text, strict=False)
     text = _bounded_text(text, log)
-    given = grid_size
+    body = _t4s_body(text)
     try:
-        rows = []
-        for row in _t4s_body(text).strip("\n").split("\n "):
-            pairs = []
-            for token in row.split("| "):
-                label, count = token.split(" *")
-                pairs.append((label, int(count)))
-            rows.append(pairs)
-        if grid_size is None:
-            sums = [sum(max(c, 0) for _, c in r) for r in rows]
-            if len(rows) == 1:
-                s = math.isqrt(sums[0])
-                grid_size = (s, s) if s * s == sums[0] else (1, sums[0])
-            else:
-                freq = Counter(sums)
-                grid_size = (len(rows), max(freq, key=lambda s: (freq[s], s)))
-            if not 0 < grid_size[0] * grid_size[1] <= MAX_GRID_CELLS:
-                raise ValueError(f"no usable grid size: the text describes {grid_size[0]}x"
-                                 f"{grid_size[1]} cells")
-        h, w = grid_size
+        if body is None:
+            raise ValueError("the text has no '<seg>'")
+        rows = _t4s_runs(body)
+        h, w = grid_size or _t4s_grid_size(rows)
         n = h * w
-        items: list[str] = []
+        order: dict[str, int] = {}  # every item of the whole list, by first appearance
+        items: list[str] = []  # the first n items
+        last = None
         for pairs in rows:
             for label, count in pairs:
-                if len(items) >= n or count <= 0:
+                if count <= 0:
                     continue
                 parts = [p.strip() for p in label.split("|")]
-                reps = min(count, -(-(n - len(items)) // len(parts)))
-                items.extend(parts * reps)
+                for p in parts:
+                    order.setdefault(p, len(order))
+                last = parts[-1]
+                if len(items) < n:
+                    items.extend(parts * min(count, -(-(n - len(items)) // len(parts))))
+        if last is None:  # nothing expanded: "|".join([]).split("|") is one empty item
+            order, items, last = {"": 0}, [""], ""
         del items[n:]
-        if len(items) < n:
-            items.extend([items[-1]] * (n - len(items)))
+        items.extend([last] * (n - len(items)))
     except (ValueError, IndexError) as e:
-        h, w = given or DEFAULT_GRID_SIZE  # never the size the text itself failed to give
+        h, w = grid_size or DEFAULT_GRID_SIZE  # never the size the text itself failed to give
         log.add("t4s_parse_error", 0, f"Text4Seg's decoder fails on this text ({e}); all background")
         return DecodedGrid(np.zeros((h, w), np.int32), [BACKGROUND] if labels is None else list(labels),
                            log.repairs, "rrle")
-    vocab = _Vocab(labels, unknown, log)
-    ids = {s: vocab.id(s, 0) for s in dict.fromkeys(items)}  # first-appearance order
-    grid = np.fromiter(map(ids.__getitem__, items), np.int32, len(items)).reshape(h, w)
-    return DecodedGrid(grid, vocab.labels, log.repairs, "rrle")
+    if labels is None:
+        names = list(order)
+        if BACKGROUND in order:
+            names.remove(BACKGROUND)
+            names.insert(0, BACKGROUND)
+        ids = {s: i for i, s in enumerate(names)}
+    else:
+        vocab = _Vocab(labels, unknown, log)
+        ids = {s: vocab.id(s, 0) for s in dict.fromkeys(items)}
+        names = vocab.labels
+    grid = np.fromiter(map(ids.__getitem__, items), np.int32, n).reshape(h, w)
+    return DecodedGrid(grid, names, log.repairs, "rrle")
 
 
 def decode_rrle(
