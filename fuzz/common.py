@@ -33,6 +33,9 @@ from typing import Any, Callable
 
 import atheris
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import naive as _naive  # noqa: E402  (the tests' plain references)
+
 # segtext's Python code is instrumented for coverage (atheris.instrument_imports, less one
 # thing): the numba kernels are left out (numba compiles a function from its bytecode, and
 # would meet the instrumentation calls), and comparisons are not traced: atheris 3.0's
@@ -236,19 +239,9 @@ def index(seq: list, value: Any) -> int:
 
 
 def coco_string(counts: list[int]) -> str:
-    """COCO's compressed counts string of any run lengths (pycocotools' rleToString, with
-    Python's unbounded ints: huge and negative values come out as long strings)."""
-    out = []
-    for i, x in enumerate(counts):
-        if i > 2:
-            x -= counts[i - 2]
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = (x != -1) if c & 0x10 else (x != 0)
-            out.append(chr(c + (0x20 if more else 0) + 48))
-    return "".join(out)
+    """COCO's compressed counts string of any run lengths, with Python's unbounded ints (huge
+    and negative values come out as long strings): the tests' plain reference."""
+    return _naive.encode_counts_string(counts)
 
 
 def dense_rle(m: np.ndarray) -> dict:

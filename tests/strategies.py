@@ -28,6 +28,11 @@ KNOWN_KINDS = {
     "count_too_large",
     "grid_too_large",
     "text_too_long",
+    "tag_case",
+    "extra_seg_block",
+    "label_case",
+    "count_separator",
+    "truncated_label",
 }
 
 FORBIDDEN_IN_LABEL = ("| ", " *", "\n", "\r", "<seg>", "</seg>")

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as hs
 
+from naive import encode_counts_string as coco_string  # Python ints: huge and negative runs too
 from numba.core import event as numba_event
 
 import segtext as st
@@ -149,19 +150,6 @@ def big_ints():
     return hs.one_of(hs.sampled_from(BIG), hs.integers(-5, 50), hs.integers(-(2**64), 2**64))
 
 
-def coco_string(counts: list[int]) -> str:
-    """COCO's compressed counts of any runs (pycocotools' rleToString with Python ints)."""
-    out = []
-    for i, x in enumerate(counts):
-        if i > 2:
-            x -= counts[i - 2]
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = (x != -1) if c & 0x10 else (x != 0)
-            out.append(chr(c + (0x20 if more else 0) + 48))
-    return "".join(out)
 
 
 @hs.composite

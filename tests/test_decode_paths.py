@@ -20,7 +20,7 @@ ENCODERS = {"rrle": st.encode_rrle, "isd": st.encode_isd, "irle": st.encode_irle
 def full_parser(text, labels=None, grid_size=None, mode="repair", unknown="background"):
     """Decode with the repairing parser only (the fast path skipped)."""
     log = RepairLog(text, strict=mode == "strict")
-    body, base = rrle._extract(text, log)
+    body, base, _ = rrle._extract(text, log)
     vocab = None if labels is None else tuple(labels)
     size = None if grid_size is None else tuple(grid_size)
     return rrle._decode_full(text, body, base, vocab, size, unknown, log)

@@ -155,10 +155,26 @@ CASES = [
     # "|\t" is not the run separator: the count reads "2|\tdog *2" (reported, not silent)
     P("others *2|\tdog *2\n others *4\n", G, None, None, {"bad_count", "row_too_short"}, ANY,
       id="tab_separator"),
-    P("others *2| dog\u00a0*2\n others *4\n", G, None, None, {"row_too_short"}, ANY,
+    P("others *2| dog\u00a0*2\n others *4\n", G, None, DOG, {"count_separator", "label_whitespace"}, ANY,
       id="nbsp_before_star"),
     P("others *2| dog\u3000 *2\n others *4\n", G, None, DOG, {"label_whitespace"}, [(1, 12, 12)],
       id="ideographic_space_after_label"),
+    # issue 9: a slip is a repair, never a new class
+    P("Others *2| dog *2\n others *4\n", G, None, DOG, {"label_case"}, [(1, 1, 1)], id="Others"),
+    P("OTHERS. *2| dog *2\n others *4\n", G, ["others", "dog"], DOG, {"label_case"}, [(1, 1, 1)],
+      id="OTHERS_dot_with_labels"),
+    P("others *2| Dog *2\n others *4\n", G, ["others", "dog"], DOG, {"label_case"}, [(1, 12, 12)],
+      id="Dog_with_labels"),
+    P("<SEG>others *2| dog *2\n others *4\n</Seg>", G, None, DOG, {"tag_case"}, [(1, 1, 1), (3, 1, 1)],
+      id="tags_in_another_case"),
+    P("others*2| dog*2\n others *4\n", G, None, DOG, {"count_separator"}, [(1, 7, 7), (1, 14, 14)],
+      id="no_space_before_star"),
+    P("others *2| dog *2\n othe", G, None, DOG, {"truncated_label", "missing_final_newline"},
+      [(2, 2, 2), (2, 6, 6)], id="cut_inside_others"),
+    P("others *2| dog *2\n others *2| do", G, ["others", "dog"], [[0, 0, 1, 1], [0, 0, 1, 1]],
+      {"truncated_label", "missing_final_newline"}, [(2, 13, 13), (2, 15, 15)], id="cut_inside_dog"),
+    P("<seg>others *2| dog *2\n others *4\n</seg> or <seg>dog *8\n</seg>", G, None, DOG, {"extra_seg_block"},
+      [(3, 11, 11)], id="second_seg_block"),
     P("others *2| dog *2\n others *4\n", G, ["others", "dog"], DOG, set(), None, id="valid_control"),
 ]
 

@@ -64,6 +64,18 @@ def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
     return _checked(tuple(labels))
 
 
+def label_key(text: str) -> str:
+    """What a label is compared by when its spelling slipped: casefolded, without the
+    punctuation or spaces around it (``"Others."`` and ``"OTHERS"`` are ``"others"``); ``""``
+    for a text with no letter or digit (private to the decoders)."""
+    i, j = 0, len(text)
+    while i < j and not text[i].isalnum():
+        i += 1
+    while j > i and not text[j - 1].isalnum():
+        j -= 1
+    return text[i:j].casefold()
+
+
 def refuse_background_alias(labels: tuple[str, ...]) -> None:
     """Refuse a foreground label spelled like the background (``labels[0]``): its cells would
     read back as background, so the mask would be lost (private to the encoders)."""

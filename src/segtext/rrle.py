@@ -55,7 +55,14 @@ from segtext import _kernels as K
 from segtext._validate import as_array, grid_size_arg, rle_call, rles_call
 from segtext.coco import check_status
 from segtext.grid import grid_to_mask
-from segtext.labels import BACKGROUND, check_labels, label_table, nearest_label, refuse_background_alias
+from segtext.labels import (
+    BACKGROUND,
+    check_labels,
+    label_key,
+    label_table,
+    nearest_label,
+    refuse_background_alias,
+)
 from segtext.limits import MAX_COUNT, MAX_GRID_CELLS, MAX_TEXT_LENGTH
 from segtext.repairs import DecodeError, Repair, RepairLog
 
@@ -341,44 +348,91 @@ def _bounded_text(text: str, log: RepairLog) -> str:
     return text[:MAX_TEXT_LENGTH]
 
 
-def _extract(text: str, log: RepairLog) -> tuple[str, int]:
-    """The text between ``<seg>`` and ``</seg>``, and its offset in ``text``."""
-    i = text.find("<seg>")
+_SEG_OPEN = re.compile(re.escape("<seg>"), re.IGNORECASE)
+_SEG_CLOSE = re.compile(re.escape("</seg>"), re.IGNORECASE)
+
+
+def _tag(pattern: re.Pattern, exact: str, text: str, start: int, log: RepairLog) -> int:
+    """Where the tag is (in any case, reported when not exact), or -1."""
+    m = pattern.search(text, start)
+    if m is None:
+        return -1
+    if m.group() != exact:
+        log.add("tag_case", m.start(), f"tag {m.group()!r} read as {exact!r}", expected=repr(exact),
+                found=repr(m.group()))
+    return m.start()
+
+
+def _extract(text: str, log: RepairLog) -> tuple[str, int, int]:
+    """The text between ``<seg>`` and ``</seg>``, its offset in ``text``, and where a second
+    ``<seg>`` block starts (-1 if none; only the first block is read)."""
+    i = _tag(_SEG_OPEN, "<seg>", text, 0, log)
     if i >= 0:
-        j = text.find("</seg>", i + 5)
+        j = _tag(_SEG_CLOSE, "</seg>", text, i + 5, log)
         if j >= 0:
-            return text[i + 5 : j], i + 5
+            m = _SEG_OPEN.search(text, j + 6)
+            return text[i + 5 : j], i + 5, m.start() if m else -1
         log.add("missing_seg_close", len(text), "'<seg>' is never closed; read to the end",
                 expected="'</seg>'", found="end of text")
-        return text[i + 5 :], i + 5
-    j = text.find("</seg>")
+        return text[i + 5 :], i + 5, -1
+    j = _tag(_SEG_CLOSE, "</seg>", text, 0, log)
     if j >= 0:
         log.add("missing_seg_open", 0, "'</seg>' without '<seg>'; read from the start",
                 expected="'<seg>'", found="'</seg>'")
-        return text[:j], 0
-    return text, 0
+        return text[:j], 0, -1
+    return text, 0, -1
+
+
+def _second_block(at: int, log: RepairLog) -> None:
+    if at >= 0:  # reported after the first block is read, so strict mode keeps text order
+        log.add("extra_seg_block", at, "a second '<seg>' block; only the first is read",
+                expected="one '<seg>' block", found="'<seg>'")
 
 
 class _Vocab:
     """Label text -> id, inferring new labels or applying the unknown-label policy."""
 
-    def __init__(self, labels: tuple[str, ...] | None, unknown: str, log: RepairLog) -> None:
+    def __init__(self, labels: tuple[str, ...] | None, unknown: str, log: RepairLog,
+                 fold: bool = True) -> None:
         self.infer = labels is None
+        self.fold = fold  # read 'Others' as 'others' (repair mode); t4s mode never does
         self.labels = [BACKGROUND] if labels is None else list(labels)
         self.ids: dict[str, int] = {}
+        self.folded: dict[str, int] = {}  # label_key(text) -> the first id it stands for
         for i, s in enumerate(self.labels):
             self.ids.setdefault(s, i)
+            self.folded.setdefault(label_key(s), i)
         self.unknown = unknown
         self.log = log
         self.nearest: dict[str, int] = {}  # one edit-distance search per distinct unknown label
+
+    def completed(self, text: str, offset: int) -> str:
+        """The label the text was cut off in: a known label that ``text`` is a proper prefix of."""
+        name = text.strip()
+        if not name or name in self.ids:
+            return text
+        for known in self.labels:
+            if known.startswith(name) and known != name:
+                self.log.add("truncated_label", offset, f"label {name!r} at the end of the text read "
+                             f"as {known!r}", expected=repr(known), found=repr(name))
+                return text[: len(text) - len(text.lstrip())] + known
+        return text
 
     def id(self, text: str, offset: int) -> int:
         v = self.ids.get(text)
         if v is not None:
             return v
+        key = label_key(text) if self.fold else ""
+        v = self.folded.get(key) if key else None
+        if v is not None:  # the same word in another case, or with punctuation around it
+            self.log.add("label_case", offset, f"label {text!r} read as {self.labels[v]!r}",
+                         expected=repr(self.labels[v]), found=repr(text))
+            return v
         if self.infer:
             self.labels.append(text)
             self.ids[text] = v = len(self.labels) - 1
+            if key:
+                self.folded[key] = v
             return v
         if self.unknown == "error":
             line, column = self.log.position(offset)
@@ -411,6 +465,8 @@ def _fast(body: str, labels: tuple[str, ...] | None,
         return None
     if labels is None:
         out = [BACKGROUND] + [raw[s:e].decode("utf-8") for s, e in spans.tolist()]
+        if len(out) > 1 and len({label_key(x) for x in out}) < len(out):
+            return None  # "Others" beside "others", "dog." beside "dog": the full parser repairs it
     else:
         out = list(labels)
     return grid, out, _FORMAT_CODES[fmt]
@@ -460,9 +516,27 @@ def _parse_count(text: str, offset: int, cap: int, log: RepairLog) -> int:
     return _clip_count(value, text, offset, cap, log)
 
 
-def _tokenize(body: str, base: int, log: RepairLog) -> list[tuple[int, list[tuple[str, int, str | None]]]]:
-    """Split a body into rows of raw runs ``(label_text, offset, count_text or None)``."""
+def _split_run(part: str, counted: bool) -> tuple[str, str | None, int]:
+    """``(label, count text or None, offset of the count in part)`` of one raw run.
+
+    A run is ``LABEL *N``; in a text with counts, ``LABEL*N`` (no space before ``*``) is read
+    the same way (the caller reports it: the count's offset is then one less than usual).
+    """
+    label, sep, count = part.partition(" *")
+    if sep:
+        return label, count, len(label) + 2
+    if counted:
+        star = part.rfind("*")
+        digits = part[star + 1 :].strip()
+        if star > 0 and digits.isascii() and digits.isdigit():
+            return part[:star], part[star + 1 :], star + 1
+    return label, None, len(label)
+
+
+def _tokenize(body: str, base: int, log: RepairLog) -> list[tuple[int, list[tuple[str, int, str | None, int]]]]:
+    """Split a body into rows of raw runs ``(label_text, offset, count_text or None, count_offset)``."""
     rows = []
+    counted = " *" in body
     lines = body.split("\n")
     pos = base
     last = len(lines) - 1
@@ -492,8 +566,11 @@ def _tokenize(body: str, base: int, log: RepairLog) -> list[tuple[int, list[tupl
         row_offset = start
         runs = []
         for part in line.split("| "):
-            label, sep, count = part.partition(" *")
-            runs.append((label, start, count if sep else None))
+            label, count, at = _split_run(part, counted)
+            if count is not None and at == len(label) + 1:
+                log.add("count_separator", start + len(label), "a run without the space before '*'; "
+                        "read as a run", expected="' *'", found=repr(part[max(0, len(label) - 1) : at]))
+            runs.append((label, start, count, start + at))
             start += len(part) + 2
         rows.append((row_offset, runs))
     return rows
@@ -550,20 +627,23 @@ def _bounded_shape(h: int, w: int, offset: int, log: RepairLog) -> tuple[int, in
 def _decode_full(text: str, body: str, base: int, labels: tuple[str, ...] | None,
                  grid_size: tuple[int, int] | None, unknown: str, log: RepairLog) -> DecodedGrid:
     rows = _tokenize(body, base, log)
-    counted_any = any(c is not None for _, runs in rows for _, _, c in runs)
+    counted_any = any(c is not None for _, runs in rows for _, _, c, _ in runs)
     cap = grid_size[0] * grid_size[1] if grid_size else MAX_COUNT
     vocab = _Vocab(labels, unknown, log)
+    cut = bool(rows) and not body.endswith("\n")  # the text stops inside its last run
     parsed: list[tuple[int, np.ndarray, np.ndarray]] = []
-    for row_offset, runs in rows:
+    for r, (row_offset, runs) in enumerate(rows):
         ids, counts = [], []
-        for label, offset, count_text in runs:
+        for k, (label, offset, count_text, count_offset) in enumerate(runs):
+            if cut and count_text is None and r == len(rows) - 1 and k == len(runs) - 1:
+                label = vocab.completed(label, offset)
             if count_text is None:
                 if counted_any:
                     log.add("missing_count", offset + len(label), "a run without ' *N'; read as 1",
                             expected="' *N'", found=repr(label[-10:]))
                 n = 1
             else:
-                n = _parse_count(count_text, offset + len(label) + 2, cap, log)
+                n = _parse_count(count_text, count_offset, cap, log)
             if n == 0:
                 continue
             name = label.strip()
@@ -717,7 +797,7 @@ def _decode_t4s(text: str, labels: tuple[str, ...] | None, grid_size: tuple[int,
             names.insert(0, BACKGROUND)
         ids = {s: i for i, s in enumerate(names)}
     else:
-        vocab = _Vocab(labels, unknown, log)
+        vocab = _Vocab(labels, unknown, log, fold=False)
         ids = {s: vocab.id(s, 0) for s in dict.fromkeys(items)}
         names = vocab.labels
     grid = np.fromiter(map(ids.__getitem__, items), np.int32, n).reshape(h, w)
@@ -774,9 +854,12 @@ def decode_rrle(
     if mode == "t4s":
         return _decode_t4s(text, vocab, size, unknown)
     log = RepairLog(text, strict=mode == "strict")
-    body, base = _extract(_bounded_text(text, log), log)
+    body, base, second = _extract(_bounded_text(text, log), log)
     fast = _fast(body, vocab, size)
     if fast is not None:
         grid, out_labels, fmt = fast
+        _second_block(second, log)
         return DecodedGrid(grid, out_labels, log.repairs, fmt)
-    return _decode_full(text, body, base, vocab, size, unknown, log)
+    res = _decode_full(text, body, base, vocab, size, unknown, log)
+    _second_block(second, log)
+    return res
