@@ -370,3 +370,35 @@ def test_objects_past_the_brick_cells_limit_are_dropped(S):
     assert len(res.objects) == limit
     assert [r.kind for r in res.repairs].count("objects_too_many") == 1
     assert res.repairs[-1].kind == "objects_too_many"
+
+
+# ------------------------------------------------------------------------------- issue 9: tags in another case
+
+
+@pytest.mark.parametrize("fmt", ["norm1000", "qwen2vl", "pixel"])
+def test_tags_in_another_case_are_the_tags(fmt):
+    m = np.zeros((4, 4), bool)
+    m[:2, :2] = True
+    clean = st.encode_bsd([("cat", m)], (4, 4), resolution=2, box_format=fmt)
+    sp = st.BOX_FORMATS[fmt]
+    shouted = clean
+    for tag in sp.tags:
+        shouted = shouted.replace(tag, tag.upper())
+    res = st.decode_bsd(shouted, (4, 4), resolution=2, box_format=fmt)
+    want = st.decode_bsd(clean, (4, 4), resolution=2, box_format=fmt)
+    assert [(o.label, o.box) for o in res.objects] == [(o.label, o.box) for o in want.objects]
+    assert (res.mask() == want.mask()).all()
+    kinds = [r.kind for r in res.repairs]
+    assert kinds == ["tag_case"] * sum(t != t.upper() for t in sp.tags)
+    with pytest.raises(st.DecodeError) as e:
+        st.decode_bsd(shouted, (4, 4), resolution=2, box_format=fmt, mode="strict")
+    assert e.value.kind == "tag_case" and e.value.column == 1
+
+
+def test_tag_case_repairs_merge_in_text_order_and_strict_raises_the_first_deviation():
+    text = "<ref>cat</ref><box>[0,0,9999,500]</box><SEG><fg_4></seg>"
+    res = st.decode_bsd(text, (4, 4), resolution=2)
+    assert [(r.kind, r.column) for r in res.repairs] == [("box_out_of_range", 20), ("tag_case", 40)]
+    with pytest.raises(st.DecodeError) as e:
+        st.decode_bsd(text, (4, 4), resolution=2, mode="strict")
+    assert (e.value.kind, e.value.column) == ("box_out_of_range", 20)

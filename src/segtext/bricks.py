@@ -64,7 +64,7 @@ from segtext._validate import (
 )
 from segtext.coco import check_status, rle_runs, rle_source
 from segtext.limits import MAX_BRICK_CELLS, MAX_RESOLUTION, MAX_TEXT_LENGTH
-from segtext.repairs import Repair, RepairLog
+from segtext.repairs import DecodeError, Repair, RepairLog
 
 __all__ = [
     "BOX_FORMATS",
@@ -838,10 +838,63 @@ def decode_bsd(
                 "(segtext.limits.MAX_TEXT_LENGTH); read up to the limit",
                 expected=f"at most {MAX_TEXT_LENGTH} characters", found=f"{n_chars} characters")
     fast = _fast_bsd(text.encode("utf-8"), cfg, H, W)
-    if fast is not None:
+    if fast:  # clean blocks, exactly as encode_bsd writes them
         return DecodedObjects(fast, (H, W), log.repairs)
-    objects = _decode_blocks(text, cfg, H, W, log)
-    return DecodedObjects(objects, (H, W), log.repairs)
+    # no block, or something off: look for tags in another case first
+    norm, case_fixes = _tags_in_case(text, cfg.spelling)
+    if not case_fixes:
+        objects = [] if fast is not None else _decode_blocks(text, cfg, H, W, log)
+        return DecodedObjects(objects, (H, W), log.repairs)
+    # tags in another case ('<SEG>', '</Ref>'): the same text with the tags spelled exactly
+    # (same length, same positions), the fixes merged in text order
+    inner = RepairLog(text, strict=log.strict)
+    try:
+        objects = _decode_blocks(norm, cfg, H, W, inner)
+    except DecodeError as e:  # strict: whichever deviation comes first
+        if (e.line, e.column) < log.position(case_fixes[0]):
+            raise
+        objects = []
+    for at in case_fixes:  # in strict mode the first of them raises
+        exact = _tag_at(norm, at, cfg.spelling)
+        log.add("tag_case", at, f"tag {text[at:at + len(exact)]!r} read as {exact!r}",
+                expected=repr(exact), found=repr(text[at : at + len(exact)]))
+    merged = sorted(log.repairs + inner.repairs, key=lambda r: (r.line, r.column))
+    return DecodedObjects(objects, (H, W), merged)
+
+
+def _tags_pattern(spelling: _Spelling) -> re.Pattern:
+    return re.compile("|".join(re.escape(t) for t in dict.fromkeys(spelling.tags)), re.IGNORECASE)
+
+
+_TAG_PATTERNS: dict[_Spelling, re.Pattern] = {}
+
+
+def _tags_in_case(text: str, spelling: _Spelling) -> tuple[str, list[int]]:
+    """``text`` with every tag written in another case spelled exactly, and where each was."""
+    pattern = _TAG_PATTERNS.get(spelling)
+    if pattern is None:
+        pattern = _TAG_PATTERNS[spelling] = _tags_pattern(spelling)
+    exact = {t.casefold(): t for t in spelling.tags}
+    fixes: list[int] = []
+    parts: list[str] = []
+    last = 0
+    for m in pattern.finditer(text):
+        g = m.group()
+        tag = exact.get(g.casefold())
+        if tag is None or tag == g or len(tag) != len(g):
+            continue
+        parts.append(text[last : m.start()])
+        parts.append(tag)
+        last = m.end()
+        fixes.append(m.start())
+    if not fixes:
+        return text, fixes
+    parts.append(text[last:])
+    return "".join(parts), fixes
+
+
+def _tag_at(text: str, at: int, spelling: _Spelling) -> str:
+    return next(t for t in spelling.tags if text.startswith(t, at))
 
 
 def _decode_blocks(text: str, cfg: _Config, H: int, W: int, log: RepairLog) -> list[BsdObject]:

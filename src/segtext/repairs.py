@@ -38,7 +38,7 @@ REPAIR_KINDS: dict[str, str] = {
     "empty_text": "no runs at all: the grid is background",
     "total_mismatch": "a one-line text whose cells do not add up to h*w: padded with its last label or truncated",
     "t4s_parse_error": "Text4Seg's decoder failed on the text: the grid is background",
-    "tag_case": "'<seg>' or '</seg>' in another case ('<SEG>', '</Seg>'): read as the tag",
+    "tag_case": "a tag in another case ('<SEG>', '</Seg>', '<REF>'): read as the tag",
     "extra_seg_block": "a second '<seg>' block after the first '</seg>': only the first block is read",
     "label_case": "a label in another case or with punctuation around it ('Others', 'dog.'): read as "
                   "the label it spells",
