@@ -186,7 +186,7 @@ def test_show_one_answer(tmp_path, capsys):
     m[10:30, 20:50] = True
     text = "Sure, <seg>" + st.rle_to_text(rle_of(m), "cat", 8) + "</seg>"
     out = tmp_path / "a.png"
-    code, _, err = run(["show", "--text", text, "--image-size", "48x64", "-o", str(out)], capsys)
+    code, _, err = run(["show", "--answer", text, "--image-size", "48x64", "-o", str(out)], capsys)
     assert code == 0 and png_ok(out)[0] == "PNG" and png_ok(out)[1][1] >= 48
     assert "R-RLE 8x8" in err and "clean" in err
     # the answer in a file, the ground truth as a file, an image of that size
@@ -201,24 +201,27 @@ def test_show_one_answer(tmp_path, capsys):
     # inline JSON ground truth, B-SD answer with its box
     out3 = tmp_path / "c.png"
     bsd = st.encode_bsd([("cat", m)], (48, 64))
-    code, _, err = run(["show", "--text", bsd, "--gt-rle", json.dumps(rle_of(m)), "-o", str(out3)], capsys)
+    code, _, err = run(["show", "--answer", bsd, "--gt-rle", json.dumps(rle_of(m)), "-o", str(out3)], capsys)
     assert code == 0 and png_ok(out3)[0] == "PNG" and "B-SD, 1 object" in err
 
 
 def test_show_one_answer_errors(tmp_path, capsys):
     out = tmp_path / "a.png"
-    code, _, err = run(["show", "--text", "<seg>others *4\n</seg>", "-o", str(out)], capsys)
+    code, _, err = run(["show", "--answer", "<seg>others *4\n</seg>", "-o", str(out)], capsys)
     assert code == 2 and "--image-size" in err
-    code, _, err = run(["show", "--text", "x", "--image-size", "4x4", "--gt-rle", '{"size": [5, 5], "counts": [25]}',
+    # --text names a file: an answer given there is never read as the answer itself
+    code, _, err = run(["show", "--text", "<seg>others *4\n</seg>", "--image-size", "4x4", "-o", str(out)], capsys)
+    assert code == 2 and "no such file" in err and "--answer" in err
+    code, _, err = run(["show", "--answer", "x", "--image-size", "4x4", "--gt-rle", '{"size": [5, 5], "counts": [25]}',
                         "-o", str(out)], capsys)
     assert code == 2 and "disagree" in err
-    code, _, err = run(["show", "--text", "x", "--gt-rle", "{oops", "-o", str(out)], capsys)
+    code, _, err = run(["show", "--answer", "x", "--gt-rle", "{oops", "-o", str(out)], capsys)
     assert code == 2 and "--gt-rle" in err
-    code, _, err = run(["show", "--text", "x", "--image", str(tmp_path / "none.png"), "-o", str(out)], capsys)
+    code, _, err = run(["show", "--answer", "x", "--image", str(tmp_path / "none.png"), "-o", str(out)], capsys)
     assert code == 2 and "not found" in err
-    code, _, err = run(["show", "--text", "x", "--image-size", "4x4", "-o", str(tmp_path / "no" / "a.png")], capsys)
+    code, _, err = run(["show", "--answer", "x", "--image-size", "4x4", "-o", str(tmp_path / "no" / "a.png")], capsys)
     assert code == 2 and "does not exist" in err
-    code, _, err = run(["show", "--text", "x", "--image-size", "4x4", "--predictions", "p", "-o", str(out)], capsys)
+    code, _, err = run(["show", "--answer", "x", "--image-size", "4x4", "--predictions", "p", "-o", str(out)], capsys)
     assert code == 2 and "--worst" in err
     assert not out.exists()
     with pytest.raises(SystemExit) as e:

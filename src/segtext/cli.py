@@ -5,26 +5,33 @@
     segtext encode --limit 3                      # the bundled sample of 734 real COCO masks
     segtext encode instances.json -o out.jsonl --grid-size 24 --policy nearest
     segtext encode results.json --format isd --label "the dog"
+    segtext encode instances.json --format bsd --resolution 64   # one line per image, B-SD
 
 ``segtext eval`` scores a model's raw answers against ground truth (cIoU, gIoU, Acc@0.5, N-acc)
 and prints a decode-health table; ``segtext show`` draws one answer, or the worst samples of an
-evaluation, as a PNG::
+evaluation, as a picture (PNG, JPEG, WebP or PDF, by the suffix of ``-o``)::
 
     segtext eval predictions.jsonl instances.json --grid-size 16 --json scores.json
     segtext show --text answer.txt --image-size 480x640 -o answer.png
+    segtext show --answer "<ref>dog</ref><box>[0,0,500,500]</box><seg><fg_4></seg>" --image-size 4x4 -o a.webp
     segtext show --worst 12 --predictions predictions.jsonl --ground-truth instances.json -o worst.png
 
-Exit status: 0 on success, 2 on a usage or input error (missing file, bad JSON, an annotation
-without a usable segmentation unless ``--skip-invalid`` is given, a malformed predictions line
-under ``--on-bad-line fail``).  Diagnostics, the progress bar and the closing summary go to
+Every file argument that is read may be ``-`` for standard input (at most one per run).
+
+Exit status: 0 on success, 2 on a usage or input error (missing or empty file, bad JSON, an
+annotation without a usable segmentation unless ``--skip-invalid`` is given, a malformed
+predictions line under ``--on-bad-line fail``, nothing to write or to score).  Diagnostics, the progress bar and the closing summary go to
 stderr; stdout carries only the JSON lines (encode) or the scores (eval).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -39,10 +46,17 @@ from segtext.limits import MAX_GRID_CELLS, MAX_RESOLUTION
 
 BACKGROUND = "others"
 DEFAULT_LABEL = "object"
+MAX_DRAW_PIXELS = 64 << 20  # the largest picture `segtext show` draws (64 megapixels)
+PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".pdf": "PDF"}
+WORST_TILE = 256  # pixels a side of a tile of `segtext show --worst`
 MAX_REPORTED = 10  # skipped annotations listed one by one on stderr
 CHUNK = 1024  # annotations per call of the batch kernel (bounds memory, paces the progress bar)
 
-FORMATS = ("rrle", "isd", "irle")
+FORMATS = ("rrle", "isd", "irle", "bsd")
+GRID_FORMATS = ("rrle", "isd", "irle")
+DEFAULT_GRID = (16, 16)
+DEFAULT_RESOLUTION = 64
+DEFAULT_BOX_FORMAT = "norm1000"
 
 
 class CliError(Exception):
@@ -137,12 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="COCO JSON file ('-' reads stdin); default: the bundled sample")
     enc.add_argument("-o", "--output", metavar="OUTPUT",
                      help="write the JSON lines here (atomically) instead of stdout")
-    enc.add_argument("--grid-size", type=_grid_size, default=(16, 16), metavar="N|HxW",
-                     help="grid size, N for NxN or HxW (default 16)")
+    enc.add_argument("--grid-size", type=_grid_size, metavar="N|HxW",
+                     help="grid size for rrle/isd/irle, N for NxN or HxW (default 16)")
     enc.add_argument("--policy", choices=("majority", "nearest", "any"), default="majority",
                      help="cell policy (default majority; nearest reproduces Text4Seg's Pillow resize)")
     enc.add_argument("--format", choices=FORMATS, default="rrle",
-                     help="text format: rrle (Text4Seg R-RLE, default), isd (one label per cell), irle")
+                     help="text format: rrle (Text4Seg R-RLE, default), isd (one label per cell), irle, "
+                          "or bsd (Text4Seg++ B-SD: one line per image holding all its objects)")
     enc.add_argument("--threshold", type=_threshold, default=0.5,
                      help="foreground fraction for the majority policy, in (0, 1] (default 0.5)")
     enc.add_argument("--label", metavar="TEXT",
@@ -152,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--skip-invalid", action="store_true",
                      help="skip annotations without a usable segmentation (and count them) instead of failing")
     enc.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    bsd = enc.add_argument_group("B-SD (--format bsd)")
+    bsd.add_argument("--resolution", type=_resolution, metavar="S",
+                     help=f"bricks per box side (default {DEFAULT_RESOLUTION})")
+    bsd.add_argument("--box-format", choices=tuple(st.BOX_FORMATS),
+                     help="box spelling: norm1000 (default), qwen2vl or pixel")
+    bsd.add_argument("--row-wise", action="store_true", help="restart the brick runs at every row")
+    bsd.add_argument("--per-annotation", action="store_true",
+                     help="one line per annotation instead of one per image")
     enc.set_defaults(func=_cmd_encode)
     _add_eval_parser(sub)
     _add_show_parser(sub)
@@ -212,29 +235,33 @@ def _add_eval_parser(sub) -> None:
 def _add_show_parser(sub) -> None:
     sh = sub.add_parser(
         "show",
-        help="draw one answer over its image, or the N worst samples of an evaluation, as a PNG",
+        help="draw one answer over its image, or the N worst samples of an evaluation (PNG, JPEG, WebP or PDF)",
         description=(
-            "(a) --text ANSWER_OR_FILE: decode one answer and draw it (label colours and legend, the I-SD "
+            "(a) --text FILE or --answer TEXT: decode one answer and draw it (label colours and legend, the I-SD "
             "grid lines or the B-SD boxes, the ground-truth outline with --gt-rle) over --image or a "
             "blank canvas of --image-size. (b) --worst N: evaluate --predictions against --ground-truth "
             "as `segtext eval` does and lay out the N samples with the lowest IoU on one page."
         ),
     )
     what = sh.add_mutually_exclusive_group(required=True)
-    what.add_argument("--text", metavar="ANSWER_OR_FILE",
-                      help="the answer text, or a file holding it ('-' reads stdin)")
+    what.add_argument("--text", metavar="FILE",
+                      help="a file holding the answer ('-' reads stdin)")
+    what.add_argument("--answer", metavar="TEXT", help="the answer itself, as literal text")
     what.add_argument("--worst", type=_positive_int, metavar="N",
                       help="draw the N samples with the lowest IoU of an evaluation")
-    sh.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the PNG to write (atomically)")
-    one = sh.add_argument_group("one answer (--text)")
+    sh.add_argument("-o", "--output", required=True, metavar="OUT.png",
+                    help="the picture to write (atomically), in the format its suffix names: "
+                         ".png, .jpg/.jpeg, .webp or .pdf")
+    one = sh.add_argument_group("one answer (--text or --answer)")
     one.add_argument("--image-size", type=_image_size, metavar="HxW",
                      help="image size in pixels (default: the size of --image or of --gt-rle)")
     one.add_argument("--image", metavar="IMG", help="draw over this image (default: a blank canvas)")
     one.add_argument("--gt-rle", metavar="JSON",
-                     help="ground truth to outline: a COCO RLE as a JSON string or a file")
+                     help="ground truth to outline: a COCO RLE as a JSON string or a file ('-' reads stdin)")
     many = sh.add_argument_group("worst samples (--worst)")
-    many.add_argument("--predictions", metavar="P", help="predictions JSON lines, as for `segtext eval`")
-    many.add_argument("--ground-truth", metavar="G", help="ground truth, as for `segtext eval`")
+    many.add_argument("--predictions", metavar="P",
+                      help="predictions JSON lines, as for `segtext eval` ('-' reads stdin)")
+    many.add_argument("--ground-truth", metavar="G", help="ground truth, as for `segtext eval` ('-' reads stdin)")
     many.add_argument("--images", metavar="DIR",
                       help="folder of the images, found by the ground truth's file_name (default: blank canvas)")
     many.add_argument("--columns", type=_positive_int, default=4, help="tiles per row (default 4)")
@@ -262,12 +289,19 @@ def _load(args: argparse.Namespace, skipped: list) -> tuple[list[dict], str]:
         source, name = st.coco.SAMPLE_PATH, f"bundled sample ({st.coco.SAMPLE_PATH})"
     elif args.input == "-":
         name = "stdin"
+        data = sys.stdin.buffer.read()
+        if not data.strip():
+            raise CliError("stdin is empty")
         try:
-            source = json.load(sys.stdin)
+            source = json.loads(data)
+        except UnicodeDecodeError as e:
+            raise CliError(f"stdin is not UTF-8 text: {e.reason}") from None
         except json.JSONDecodeError as e:
             raise CliError(f"stdin is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
     else:
         source = name = args.input
+        if os.path.isfile(source) and os.path.getsize(source) == 0:
+            raise CliError(f"{name} is empty")
     try:
         anns = st.coco.load_annotations(source, skip_invalid=args.skip_invalid, skipped=skipped,
                                         limit=args.limit)
@@ -278,7 +312,8 @@ def _load(args: argparse.Namespace, skipped: list) -> tuple[list[dict], str]:
     except OSError as e:
         raise CliError(f"cannot read {name}: {e.strerror}") from None
     except ValueError as e:
-        raise CliError(f"{e} (use --skip-invalid to skip such annotations)") from None
+        hint = " (use --skip-invalid to skip such annotations)" if re.search(r": annotation \d+", str(e)) else ""
+        raise CliError(f"{e}{hint}") from None
     return anns, name
 
 
@@ -362,8 +397,106 @@ def _progress(total: int, disable: bool):
                 dynamic_ncols=True, leave=False)
 
 
+def _encode_options(args: argparse.Namespace) -> None:
+    """Check that the options fit --format (before any input is read) and fill in the defaults."""
+    if args.format == "bsd":
+        if args.grid_size is not None:
+            raise CliError("--grid-size is for the grid formats (rrle, isd, irle); "
+                           "B-SD takes --resolution")
+        args.resolution = DEFAULT_RESOLUTION if args.resolution is None else args.resolution
+        args.box_format = DEFAULT_BOX_FORMAT if args.box_format is None else args.box_format
+        return
+    given = [opt for opt, value in (("--resolution", args.resolution), ("--box-format", args.box_format),
+                                    ("--row-wise", args.row_wise), ("--per-annotation", args.per_annotation))
+             if value not in (None, False)]
+    if given:
+        raise CliError(f"{', '.join(given)} goes with --format bsd, not --format {args.format}")
+    args.grid_size = DEFAULT_GRID if args.grid_size is None else args.grid_size
+
+
+def _bsd_reason(message: str) -> str:
+    """An encode_bsd error for one object, without its position and the Python-only hint."""
+    message = re.sub(r"^objects\[\d+\]:\s*", "", message)
+    return re.sub(r"\s*\(pass skip_empty=True[^)]*\)", "", message)
+
+
+def _bsd_groups(items: list[dict], args: argparse.Namespace,
+                bad: Callable[[dict, str], None]) -> Iterator[tuple[list[dict], list[dict], str]]:
+    """``(annotations, the ones encoded, text)`` per output line: per image, in annotation order."""
+    groups: dict[Any, list[dict]] = {}
+    for it in items:
+        per_image = not args.per_annotation and it["image_id"] is not None
+        key = ("image", it["image_id"]) if per_image else ("annotation", it["index"])
+        groups.setdefault(key, []).append(it)
+    kw = dict(resolution=args.resolution, policy=args.policy, threshold=args.threshold,
+              row_wise=args.row_wise, box_format=args.box_format)
+    for group in groups.values():
+        size = tuple(group[0]["image_size"])
+        fits = []
+        for it in group:
+            if tuple(it["image_size"]) != size:
+                bad(it, f"image size {list(it['image_size'])} differs from {list(size)}, the size of "
+                        f"the first annotation of image {it['image_id']}")
+            else:
+                fits.append(it)
+        try:
+            text = st.encode_bsd([(it["text_label"], it["segmentation"]) for it in fits], size, **kw)
+        except (ValueError, TypeError):
+            pass
+        else:
+            yield group, fits, text
+            continue
+        good, parts = [], []
+        for it in fits:  # error path only: find the annotation(s) encode_bsd refused
+            try:
+                parts.append(st.encode_bsd([(it["text_label"], it["segmentation"])], size, **kw))
+            except (ValueError, TypeError) as e:
+                bad(it, _bsd_reason(str(e)))
+            else:
+                good.append(it)
+        yield group, good, "".join(parts)  # the blocks of one image are written independently
+
+
+def _grid_lines(items: list[dict], args: argparse.Namespace, bad: Callable[[dict, str], None],
+                bar) -> Iterator[tuple[int, str]]:
+    h, w = args.grid_size
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start:start + CHUNK]
+        for it, text in _texts(chunk, args, bad):
+            yield 1, json.dumps({
+                "id": it["id"],
+                "image_id": it["image_id"],
+                "category_id": it["category_id"],
+                "label": it["text_label"],
+                "image_size": list(it["image_size"]),
+                "grid_size": [h, w],
+                "text": text,
+            }, ensure_ascii=False)
+        bar.update(len(chunk))
+
+
+def _bsd_lines(items: list[dict], args: argparse.Namespace, bad: Callable[[dict, str], None],
+               bar) -> Iterator[tuple[int, str]]:
+    common = {"resolution": args.resolution, "box_format": args.box_format, "row_wise": args.row_wise}
+    for group, good, text in _bsd_groups(items, args, bad):
+        bar.update(len(group))
+        if not good:
+            continue
+        first = good[0]
+        if args.per_annotation:
+            rec = {"id": first["id"], "image_id": first["image_id"], "category_id": first["category_id"],
+                   "label": first["text_label"]}
+        else:
+            rec = {"image_id": first["image_id"], "ids": [it["id"] for it in good],
+                   "category_ids": [it["category_id"] for it in good],
+                   "labels": [it["text_label"] for it in good]}
+        rec.update(image_size=list(first["image_size"]), **common, text=text)
+        yield len(good), json.dumps(rec, ensure_ascii=False)
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    _encode_options(args)
     if args.label is not None:
         problem = _check_label(args.label)
         if problem:
@@ -378,6 +511,13 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         if not args.skip_invalid:
             raise CliError(f"{name}: {where}: {why} (use --skip-invalid to skip such annotations)")
         skipped.append((index, where, why))
+
+    def report_skipped() -> None:
+        skipped.sort()
+        for _, where, why in skipped[:MAX_REPORTED]:
+            print(f"segtext encode: skipped {where}: {why}", file=sys.stderr)
+        if len(skipped) > MAX_REPORTED:
+            print(f"segtext encode: ... and {len(skipped) - MAX_REPORTED} more", file=sys.stderr)
 
     for index, aid, why in loader_skipped:
         bad(index, aid, why)
@@ -395,47 +535,48 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     out = _AtomicOutput(args.output) if args.output else None
     stream = out.file if out else sys.stdout
-    h, w = args.grid_size
-    written = 0
+    written = masks = 0
+    lines_of = _bsd_lines if args.format == "bsd" else _grid_lines
     try:
         with _progress(len(items), args.no_progress or not sys.stderr.isatty()) as bar:
-            for start in range(0, len(items), CHUNK):
-                chunk = items[start:start + CHUNK]
-                lines = []
-                for it, text in _texts(chunk, args, lambda it, why: bad(it["index"], it["id"], why)):
-                    lines.append(json.dumps({
-                        "id": it["id"],
-                        "image_id": it["image_id"],
-                        "category_id": it["category_id"],
-                        "label": it["text_label"],
-                        "image_size": list(it["image_size"]),
-                        "grid_size": [h, w],
-                        "text": text,
-                    }, ensure_ascii=False))
-                if lines:
-                    stream.write("\n".join(lines) + "\n")
-                    written += len(lines)
-                bar.update(len(chunk))
-            if out:
-                out.commit()
-            else:
-                sys.stdout.flush()
+            batch: list[str] = []
+            for n, line in lines_of(items, args, lambda it, why: bad(it["index"], it["id"], why), bar):
+                batch.append(line)
+                masks += n
+                if len(batch) >= CHUNK:
+                    stream.write("\n".join(batch) + "\n")
+                    written += len(batch)
+                    batch = []
+            if batch:
+                stream.write("\n".join(batch) + "\n")
+                written += len(batch)
+        if written == 0:  # nothing to write is an error, not an empty success
+            report_skipped()
+            if skipped:
+                raise CliError(f"{name}: nothing to write: all {len(skipped)} annotation(s) were skipped")
+            raise CliError(f"{name}: nothing to write: it holds no annotations")
+        if out:
+            out.commit()
+        else:
+            sys.stdout.flush()
     except BaseException:
         if out:
             out.discard()
         raise
 
     dt = time.perf_counter() - t0
-    rate = written / dt if dt > 0 else float("inf")
+    rate = masks / dt if dt > 0 else float("inf")
     dest = args.output if args.output else "stdout"
-    msg = (f"segtext encode: {written} masks in {dt:.2f} s ({rate:,.{0 if rate >= 100 else 1}f} masks/s), "
-           f"grid {h}x{w}, policy {args.policy}, format {args.format} -> {dest}")
+    if args.format == "bsd":
+        how = (f"B-SD resolution {args.resolution}, boxes {args.box_format}"
+               + (", row-wise" if args.row_wise else "") + f", policy {args.policy}, {written} line(s)")
+    else:
+        h, w = args.grid_size
+        how = f"grid {h}x{w}, policy {args.policy}, format {args.format}"
+    msg = (f"segtext encode: {masks} masks in {dt:.2f} s ({rate:,.{0 if rate >= 100 else 1}f} masks/s), "
+           f"{how} -> {dest}")
     if skipped:
-        skipped.sort()
-        for _, where, why in skipped[:MAX_REPORTED]:
-            print(f"segtext encode: skipped {where}: {why}", file=sys.stderr)
-        if len(skipped) > MAX_REPORTED:
-            print(f"segtext encode: ... and {len(skipped) - MAX_REPORTED} more", file=sys.stderr)
+        report_skipped()
         msg += f"; skipped {len(skipped)} invalid annotation(s)"
     print(msg, file=sys.stderr)
     return 0
@@ -459,17 +600,70 @@ def _report_problems(command: str, problems: list, limit: int = MAX_REPORTED) ->
                   file=sys.stderr)
 
 
-def _run_evaluation(args: argparse.Namespace, predictions: str, ground_truth: str, keep_answers: bool):
+class _Inputs:
+    """File arguments where '-' means standard input.
+
+    Standard input is copied to a temporary file (the evaluation reads a ground truth twice when it
+    is JSON Lines), and messages name it "stdin"."""
+
+    def __init__(self, **paths: str | None):
+        dashes = [k for k, v in paths.items() if v == "-"]
+        if len(dashes) > 1:
+            raise CliError(f"only one input can be read from stdin ('-'), not {' and '.join(dashes)}")
+        self.dir: str | None = None
+        self.tmp: str | None = None
+        self.paths: dict[str, str | None] = {}
+        for key, value in paths.items():
+            if value == "-":
+                self.dir = tempfile.mkdtemp(prefix="segtext-stdin-")
+                self.tmp = os.path.join(self.dir, "stdin")
+                with open(self.tmp, "wb") as f:
+                    shutil.copyfileobj(sys.stdin.buffer, f)
+                value = self.tmp
+            self.paths[key] = value
+
+    def name(self, text: str) -> str:
+        """``text`` with the temporary file's name replaced by "stdin"."""
+        return text.replace(self.tmp, "stdin") if self.tmp else text
+
+    def rename(self, problems: list) -> None:
+        """Name "stdin" in each problem (in place) instead of the temporary file."""
+        if self.tmp:
+            problems[:] = [dataclasses.replace(p, source=self.name(p.source)) for p in problems]
+
+    def close(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "_Inputs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _refuse_empty(path: str, what: str, inputs: _Inputs) -> None:
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        holds = "no usable sample" if what == "ground truth" else "no prediction"
+        raise CliError(f"{what}: {inputs.name(path)} is empty: it holds {holds}")
+
+
+def _run_evaluation(args: argparse.Namespace, predictions: str, ground_truth: str, keep_answers: bool,
+                    inputs: _Inputs):
     from segtext import evaluation as E
 
+    command = args.command
+    _refuse_empty(ground_truth, "ground truth", inputs)
+    _refuse_empty(predictions, "predictions", inputs)
     problems: list = []
     try:
         gts = E.load_ground_truth(ground_truth, args.on_bad_line, problems)
     except E.EvaluationError as e:
-        raise CliError(f"ground truth: {e}") from None
+        raise CliError(inputs.name(f"ground truth: {e}")) from None
+    inputs.rename(problems)
     if not gts:
-        _report_problems("eval", problems)  # say why each entry was unusable
-        raise CliError(f"ground truth: {ground_truth} holds no usable sample")
+        _report_problems(command, problems)  # say why each entry was unusable
+        raise CliError(f"ground truth: {inputs.name(ground_truth)} holds no usable sample")
     disable = getattr(args, "no_progress", False) or not sys.stderr.isatty()
     with _progress(len(gts), disable) as bar:
         bar.unit = "sample"
@@ -480,7 +674,14 @@ def _run_evaluation(args: argparse.Namespace, predictions: str, ground_truth: st
                              on_bad_line=args.on_bad_line, keep_records=True,
                              keep_answers=keep_answers, progress=bar.update)
         except E.EvaluationError as e:
-            raise CliError(f"predictions: {e}") from None
+            raise CliError(inputs.name(f"predictions: {e}")) from None
+    inputs.rename(res.problems)
+    if res.health.predictions == 0:  # zero predictions read: nothing was scored against the answers
+        _report_problems(command, [p for p in res.problems if p.kind == "bad_line"])
+        raise CliError(f"predictions: {inputs.name(predictions)} holds no usable prediction "
+                       f"({res.health.bad_lines} bad line(s))")
+    if res.metrics["n"] == 0:
+        raise CliError("no sample was scored")
     # the ground truth was read here, so its problems are merged in front
     res.problems[:0] = problems
     res.health.bad_ground_truth = sum(p.kind == "bad_ground_truth" for p in problems)
@@ -507,7 +708,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 raise CliError(f"output directory does not exist: {directory}")
             if os.path.isdir(opt):
                 raise CliError(f"output is a directory: {opt}")
-    res, _ = _run_evaluation(args, args.predictions, args.ground_truth, keep_answers=False)
+    with _Inputs(PREDICTIONS=args.predictions, GROUND_TRUTH=args.ground_truth) as inputs:
+        res, _ = _run_evaluation(args, inputs.paths["PREDICTIONS"], inputs.paths["GROUND_TRUTH"],
+                                 keep_answers=False, inputs=inputs)
     dt = time.perf_counter() - t0
     _report_problems("eval", [p for p in res.problems if p.kind != "missing_prediction"])
     missing = [p for p in res.problems if p.kind == "missing_prediction"]
@@ -517,7 +720,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     o = res.options
     grid = "x".join(map(str, o["grid_size"])) if o["grid_size"] else "inferred"
-    header = (f"segtext eval: {args.predictions} against {args.ground_truth}\n"
+    names = ["stdin" if v == "-" else v for v in (args.predictions, args.ground_truth)]
+    header = (f"segtext eval: {names[0]} against {names[1]}\n"
               f"format {o['format']}, mode {o['mode']}, grid {grid}, upsample {o['upsample']}"
               + (f", B-SD resolution {o['resolution']}, boxes {o['box_format']}"
                  if res.health.formats.get("bsd") or o["format"] == "bsd" else ""))
@@ -546,20 +750,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _read_text_arg(value: str) -> str:
-    """The answer: stdin for '-', a file's contents when ``value`` names a file, else ``value``."""
+    """The answer in the file ``value`` (stdin for '-')."""
     if value == "-":
         return sys.stdin.read()
-    if os.path.isfile(value):
-        try:
-            with open(value, encoding="utf-8") as f:
-                return f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise CliError(f"cannot read --text file {value}: {e}") from None
-    return value
+    if os.path.isdir(value):
+        raise CliError(f"--text is a directory, expected a file: {value}")
+    if not os.path.isfile(value):
+        raise CliError(f"no such file: {value} (use --answer for a literal answer)")
+    try:
+        with open(value, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CliError(f"cannot read --text file {value}: {e}") from None
 
 
 def _read_gt_rle(value: str) -> dict:
-    if os.path.isfile(value):
+    if value == "-":
+        value, where = sys.stdin.read(), "--gt-rle from stdin"
+    elif os.path.isfile(value):
         try:
             with open(value, encoding="utf-8") as f:
                 value = f.read()
@@ -568,6 +776,8 @@ def _read_gt_rle(value: str) -> dict:
         where = "--gt-rle file"
     else:
         where = "--gt-rle"
+    if not value.strip():
+        raise CliError(f"{where} is empty")
     try:
         obj = json.loads(value)
     except json.JSONDecodeError as e:
@@ -586,6 +796,7 @@ def _open_image(path: str):
 
     try:
         with Image.open(path) as im:
+            _check_picture_size(im.height, im.width, f"--image {path}")  # before decoding its pixels
             return im.convert("RGB")
     except FileNotFoundError:
         raise CliError(f"image not found: {path}") from None
@@ -593,8 +804,32 @@ def _open_image(path: str):
         raise CliError(f"cannot read image {path}: {e}") from None
 
 
+def _check_picture_size(H: int, W: int, where: str) -> None:
+    """Refuse a picture larger than the limits before anything of its size is allocated."""
+    try:
+        check_image_size(H, W, where)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if H * W > MAX_DRAW_PIXELS:
+        raise CliError(f"{where} {[H, W]} has {H * W} pixels, more than segtext show draws "
+                       f"({MAX_DRAW_PIXELS} = 64 megapixels)")
+
+
+def _picture_format(path: str) -> str:
+    """The Pillow format the suffix of ``path`` names; CliError for any other suffix."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in PICTURE_FORMATS:
+        raise CliError(f"-o {path}: the suffix {suffix or '(none)'!r} names no picture format segtext show "
+                       f"writes; use {', '.join(PICTURE_FORMATS)}")
+    return PICTURE_FORMATS[suffix]
+
+
 def _save_png(img, path: str) -> None:
-    """Write ``img`` as PNG to a temporary file beside ``path`` and rename it over ``path``."""
+    """Write ``img`` in the format of the suffix of ``path`` to a temporary file beside ``path`` and
+    rename it over ``path``."""
+    fmt = _picture_format(path)
+    if fmt in ("JPEG", "PDF") and img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
     target = os.path.abspath(path)
     directory = os.path.dirname(target)
     if not os.path.isdir(directory):
@@ -602,12 +837,12 @@ def _save_png(img, path: str) -> None:
     if os.path.isdir(target):
         raise CliError(f"output is a directory: {path}")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".segtext-", suffix=".png.part", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=".segtext-", suffix=".part", dir=directory)
     except OSError as e:
         raise CliError(f"cannot write to {directory}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
+            img.save(f, format=fmt)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
@@ -617,16 +852,26 @@ def _save_png(img, path: str) -> None:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    if args.text is not None:
+    _picture_format(args.output)  # refuse an unknown suffix or a missing folder before any work
+    directory = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(directory):
+        raise CliError(f"output directory does not exist: {directory}")
+    if args.worst is None:
+        given = "--text" if args.text is not None else "--answer"
         for opt in ("predictions", "ground_truth", "images"):
             if getattr(args, opt) is not None:
-                raise CliError(f"--{opt.replace('_', '-')} goes with --worst, not --text")
+                raise CliError(f"--{opt.replace('_', '-')} goes with --worst, not {given}")
+        if args.text == "-" and args.gt_rle == "-":
+            raise CliError("only one input can be read from stdin ('-'), not --text and --gt-rle")
         return _show_one(args)
     for opt in ("image_size", "image", "gt_rle"):
         if getattr(args, opt) is not None:
-            raise CliError(f"--{opt.replace('_', '-')} goes with --text, not --worst")
+            raise CliError(f"--{opt.replace('_', '-')} goes with --text or --answer, not --worst")
     if args.predictions is None or args.ground_truth is None:
         raise CliError("--worst needs --predictions and --ground-truth")
+    if args.worst * WORST_TILE * WORST_TILE > MAX_DRAW_PIXELS:
+        raise CliError(f"--worst {args.worst}: a page of more than {MAX_DRAW_PIXELS // WORST_TILE ** 2} tiles "
+                       f"is more than segtext show draws ({MAX_DRAW_PIXELS} pixels = 64 megapixels)")
     return _show_worst(args)
 
 
@@ -634,7 +879,6 @@ def _show_one(args: argparse.Namespace) -> int:
     from segtext import evaluation as E
     from segtext import viz
 
-    text = _read_text_arg(args.text)
     gt_rle = _read_gt_rle(args.gt_rle) if args.gt_rle is not None else None
     image = _open_image(args.image) if args.image is not None else None
     sizes = {}
@@ -649,6 +893,8 @@ def _show_one(args: argparse.Namespace) -> int:
     if len(set(sizes.values())) > 1:
         raise CliError("the sizes disagree: " + ", ".join(f"{k} {h}x{w}" for k, (h, w) in sizes.items()))
     size = next(iter(sizes.values()))
+    _check_picture_size(*size, "the image size")
+    text = _read_text_arg(args.text) if args.text is not None else args.answer
     dec = E.decode_answer(text, size, format=args.format, mode=args.mode, grid_size=args.grid_size,
                           upsample=args.upsample, resolution=args.resolution, box_format=args.box_format)
     pred, labels = dec.label_map()
@@ -691,7 +937,9 @@ def _show_worst(args: argparse.Namespace) -> int:
 
     if args.images is not None and not os.path.isdir(args.images):
         raise CliError(f"--images is not a folder: {args.images}")
-    res, gts = _run_evaluation(args, args.predictions, args.ground_truth, keep_answers=True)
+    with _Inputs(**{"--predictions": args.predictions, "--ground-truth": args.ground_truth}) as inputs:
+        res, gts = _run_evaluation(args, inputs.paths["--predictions"], inputs.paths["--ground-truth"],
+                                   keep_answers=True, inputs=inputs)
     _report_problems("show", [p for p in res.problems if p.kind != "missing_prediction"])
     worst = res.worst(args.worst)
     samples = []
@@ -714,7 +962,7 @@ def _show_worst(args: argparse.Namespace) -> int:
         if rec.repairs:
             title += "\n" + ", ".join(sorted(rec.repairs))
         samples.append({"pred": pred, "gt": gt.mask(), "image": image, "title": title})
-    page = viz.worst_page(samples, columns=args.columns,
+    page = viz.worst_page(samples, columns=args.columns, tile_size=WORST_TILE,
                           title=f"{len(samples)} worst of {res.metrics['n']} samples by IoU "
                                 f"(cIoU {100 * res.metrics['ciou']:.2f}, gIoU {100 * res.metrics['giou']:.2f})")
     _save_png(page, args.output)
