@@ -77,7 +77,7 @@ def test_label_map_one_colour_per_id_background_unfilled():
 
 
 def test_palette_is_distinct_and_avoids_outline_colours():
-    assert len(set(viz.PALETTE)) == len(viz.PALETTE) >= 8
+    assert len(set(viz.PALETTE)) == len(viz.PALETTE) >= 20
     assert viz.GT_COLOUR not in viz.PALETTE and viz.GRID_COLOUR not in viz.PALETTE
     assert [viz.label_colour(i) for i in range(1, 30)] == [viz.label_colour(i) for i in range(1, 30)]
     with pytest.raises(ValueError):
@@ -368,3 +368,113 @@ def test_save(tmp_path):
 def test_docstring_examples():
     result = doctest.testmod(viz, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- palette, captions, legend
+
+
+def _lab(rgb):
+    from skimage.color import rgb2lab
+    return rgb2lab(np.asarray(rgb, float).reshape(-1, 1, 3) / 255).reshape(-1, 3)
+
+
+def test_palette_has_20_colours_far_apart_in_cielab():
+    # stated threshold: CIE76 delta E >= 20 between any two palette colours and between a
+    # palette colour and the GT outline, grid lines or blank canvas
+    assert len(viz.PALETTE) >= 20
+    lab = _lab(viz.PALETTE)
+    d = np.sqrt(((lab[:, None] - lab[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    assert d.min() >= 20
+    other = _lab([viz.GT_COLOUR, viz.GRID_COLOUR, viz.BLANK_COLOUR])
+    assert np.sqrt(((lab[:, None] - other[None]) ** 2).sum(-1)).min() >= 20
+
+
+@pytest.mark.parametrize("ids", [list(range(1, 21)), [1, 23, 45, 2, 24] + list(range(3, 18))])
+def test_20_labels_in_one_picture_get_20_distinct_colours(ids):
+    pred = np.zeros((64, 10 * (len(ids) + 1)), np.int64)  # column block 0 stays background
+    for k, i in enumerate(ids):
+        pred[:, 10 * (k + 1):10 * (k + 2)] = i
+    names = ["others"] + [f"label {i}" for i in range(1, max(ids) + 1)]
+    img = viz.overlay(pred, labels=names, alpha=1.0)
+    a = arr(img)[:64, :pred.shape[1]]
+    colours = {tuple(a[5, 10 * (k + 1) + 5]) for k in range(len(ids))}
+    assert len(colours) == 20
+    assert (a[:, :10] == np.array(viz.BLANK_COLOUR)).all()  # background stays unfilled
+    assert tuple(a[5, 15]) == viz.label_colour(ids[0])  # the first id keeps its own colour
+    # every legend swatch is the colour used in the picture
+    panel = arr(img)[:, pred.shape[1]:]
+    for c in colours:
+        assert (panel == np.array(c)).all(axis=2).sum() >= 25
+
+
+def _close_boxes(n, H=120, W=160):
+    rng = np.random.default_rng(1)
+    boxes = []
+    for k in range(n):
+        x1, y1 = int(rng.integers(40, 70)), int(rng.integers(40, 70))
+        boxes.append((x1, y1, x1 + 30, y1 + 25, f"object number {k}"))
+    return boxes, (H, W)
+
+
+@pytest.mark.parametrize("n", [2, 3, 12, 40])
+def test_box_captions_never_overlap_or_fall_back_to_numbers(n):
+    boxes, (H, W) = _close_boxes(n)
+    img = viz.overlay(np.zeros((H, W), bool), boxes=boxes)
+    caps = img.info["segtext_captions"]
+    assert len(caps) == n
+    rects = [c[:4] for c in caps]
+    overlap = any(viz._intersects(rects[i], rects[j]) for i in range(n) for j in range(i))
+    texts = [c[4] for c in caps]
+    for x0, y0, x1, y1, _ in caps:
+        assert 0 <= x0 <= x1 < W and 0 <= y0 <= y1 < H
+    if texts == [b[4] for b in boxes]:
+        assert not overlap
+    else:  # numbered: the legend names every box
+        assert texts == [str(k + 1) for k in range(n)]
+        legend = img.info["segtext_legend"]
+        assert img.width > W
+        for k, b in enumerate(boxes):
+            assert f"{k + 1}  {b[4]}" in legend or any("more" in t for t in legend)
+        if n <= 3:
+            assert not overlap
+
+
+def test_box_captions_numbered_on_the_label_lines():
+    boxes, (H, W) = _close_boxes(12)
+    labels = ["others"] + [b[4] for b in boxes]
+    boxes = [(*b[:4], k + 1) for k, b in enumerate(boxes)]
+    img = viz.overlay(np.zeros((H, W), bool), labels=labels, boxes=boxes)
+    assert [c[4] for c in img.info["segtext_captions"]] == [str(k + 1) for k in range(12)]
+    assert img.info["segtext_legend"][1:] == [f"{k + 1}  {labels[k + 1]}" for k in range(12)]
+
+
+def test_two_apart_boxes_keep_their_names():
+    img = viz.overlay(np.zeros((100, 200), bool),
+                      boxes=[(10, 30, 60, 90, "cat"), (120, 30, 190, 90, "dog")])
+    assert [c[4] for c in img.info["segtext_captions"]] == ["cat", "dog"]
+    assert img.size == (200, 100)  # no legend needed
+
+
+def test_legend_in_columns_never_doubles_the_height():
+    H = W = 64
+    pred = np.arange(H * W).reshape(H, W) % 61  # ids 0..60
+    labels = ["others"] + [f"l{i}" for i in range(1, 61)]
+    img = viz.overlay(pred, labels=labels)
+    assert img.height < 2 * H
+    legend = img.info["segtext_legend"]
+    more = [t for t in legend if t.startswith("+") and t.endswith(" more")]
+    if more:
+        shown = len(legend) - 2  # minus background and the "+N more" line
+        assert more == [f"+{60 - shown} more"] and legend[-1] == more[0]
+        assert legend[1:-1] == labels[1:shown + 1]
+    else:
+        assert legend[1:] == labels[1:]
+
+
+def test_legend_of_a_large_picture_stays_within_its_height():
+    H, W = 480, 640
+    pred = np.arange(H * W).reshape(H, W) % 61
+    img = viz.overlay(pred, labels=["others"] + [f"label {i}" for i in range(1, 61)])
+    assert img.height == H
+    assert img.info["segtext_legend"][1:] == [f"label {i}" for i in range(1, 61)]

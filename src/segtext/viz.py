@@ -11,9 +11,13 @@ legend is a panel to the right of the picture.
 Colours
 -------
 Label id ``i >= 1`` is filled with ``PALETTE[(i - 1) % len(PALETTE)]`` (see
-:func:`label_colour`); id 0 (the background) is never filled. The first six colours are
-Okabe and Ito's colour-blind-safe set, the next four come from Paul Tol's palettes. The
-ground truth is outlined in vermillion (:data:`GT_COLOUR`), which no label uses, and grid
+:func:`label_colour`); id 0 (the background) is never filled. :data:`PALETTE` holds 22
+colours, any two at least 22 apart in CIELAB (CIE76 delta E): the first six are Okabe and
+Ito's colour-blind-safe set, the next four come from Paul Tol's palettes, the other twelve
+were picked to stay far from all of those. Within one picture no two labels share a colour
+while it holds at most ``len(PALETTE)`` labels: an id whose colour an earlier (smaller)
+id of the picture already took gets the next unused palette colour instead, and the legend
+shows the colour used. The ground truth is outlined in vermillion (:data:`GT_COLOUR`), which no label uses, and grid
 lines are near-black (:data:`GRID_COLOUR`).
 
 Example:
@@ -54,7 +58,9 @@ __all__ = [
 Colour = tuple[int, int, int]
 
 #: fill colours of label ids 1, 2, ... (cycled): Okabe-Ito blue, orange, bluish green,
-#: reddish purple, sky blue, yellow; then Tol's indigo, olive, wine and green
+#: reddish purple, sky blue, yellow; Tol's indigo, olive, wine and green; then twelve more
+#: picked greedily to stay far (CIE76 delta E >= 22) from every earlier colour and from
+#: GT_COLOUR, GRID_COLOUR and BLANK_COLOUR
 PALETTE: tuple[Colour, ...] = (
     (0, 114, 178),
     (230, 159, 0),
@@ -66,6 +72,18 @@ PALETTE: tuple[Colour, ...] = (
     (153, 153, 51),
     (136, 34, 85),
     (17, 119, 51),
+    (0, 200, 0),
+    (200, 0, 200),
+    (105, 60, 15),
+    (40, 40, 220),
+    (193, 0, 32),
+    (152, 223, 138),
+    (255, 187, 120),
+    (255, 152, 150),
+    (148, 103, 189),
+    (197, 176, 213),
+    (219, 219, 141),
+    (127, 24, 13),
 )
 #: outline of the ground truth (Okabe-Ito vermillion, not in PALETTE)
 GT_COLOUR: Colour = (213, 94, 0)
@@ -272,10 +290,29 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     return text + "…"
 
 
-def _fill_colours(ids: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 palette colour of every id (id 0 gets an arbitrary colour)."""
-    lut = np.asarray(PALETTE, np.uint8)
-    return lut[(ids - 1) % len(PALETTE)]
+def _assign_colours(ids: Sequence[int]) -> dict[int, Colour]:
+    """Colour of each id (>= 1) of one picture: :func:`label_colour`, unless an earlier id took
+    it; then the next unused palette colour (reuse only once all are taken)."""
+    n = len(PALETTE)
+    used: set[int] = set()
+    out: dict[int, Colour] = {}
+    for i in sorted(set(ids)):
+        k = (i - 1) % n
+        if len(used) < n:
+            while k in used:
+                k = (k + 1) % n
+        used.add(k)
+        out[i] = PALETTE[k]
+    return out
+
+
+def _fill_colours(ids: np.ndarray, colours: dict[int, Colour]) -> np.ndarray:
+    """(H, W, 3) uint8 colour of every id (id 0 gets an arbitrary colour)."""
+    lut = np.zeros((int(ids.max()) + 1, 3), np.uint8)
+    for i, c in colours.items():
+        if i < len(lut):
+            lut[i] = c
+    return lut[ids]
 
 
 def _outline(gt: np.ndarray, width: int) -> np.ndarray:
@@ -303,25 +340,96 @@ def _grid_lines(H: int, W: int, grid_size: Any) -> tuple[np.ndarray, np.ndarray]
     return rows, cols
 
 
-def _legend(entries: list[tuple[Colour | None, str]], height: int) -> Image.Image:
-    """A white panel listing (swatch colour, text); ``None`` colour: a hollow swatch."""
+def _legend(
+    entries: list[tuple[Colour | None, str]], height: int, max_width: int
+) -> tuple[Image.Image, list[str]]:
+    """A white panel listing (swatch colour, text) in columns; ``None`` colour: a hollow swatch.
+
+    The panel is at most ``max(height, min(2 * height - 1, room for 8 lines))`` high, so it
+    never doubles the picture's height, and about ``max_width`` wide; entries that do not fit
+    are replaced by a last ``+N more`` line. Returns the panel and the texts it shows.
+    """
     size = int(min(28, max(12, height // 24)))
     font = _font(size)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     pad, sw = size // 2 + 2, size
     line = size + size // 2
-    text_w = max(_text_size(probe, t, font)[0] for _, t in entries)
-    panel = Image.new("RGB", (pad * 3 + sw + text_w, pad * 2 + line * len(entries)), _PAGE_COLOUR)
+    gap = 2 * pad
+    limit = max(height, min(2 * height - 1, 2 * pad + 8 * line))
+    rows = max(1, (limit - 2 * pad) // line)
+    text_cap = max(8 * size, min(24 * size, max_width - 3 * pad - sw))
+    texts = [_fit_text(probe, t, font, text_cap) for _, t in entries]
+    colours = [c for c, _ in entries]
+
+    def layout(shown: int) -> tuple[list[list[int]], list[int], str | None]:
+        """Columns of entry indices (-1: the "+N more" line), their widths, that line."""
+        extra = f"+{len(entries) - shown} more" if shown < len(entries) else None
+        slots = list(range(shown)) + ([-1] if extra else [])
+        cols = [slots[i:i + rows] for i in range(0, len(slots), rows)]
+        widths = [max(sw + pad + _text_size(probe, texts[k], font)[0] if k >= 0
+                      else _text_size(probe, extra, font)[0] for k in col) for col in cols]
+        return cols, widths, extra
+
+    shown = len(entries)
+    cols, widths, extra = layout(shown)
+    while shown > 1 and 2 * pad + sum(widths) + gap * (len(widths) - 1) > max_width:
+        shown -= 1
+        cols, widths, extra = layout(shown)
+    panel_w = 2 * pad + sum(widths) + gap * (len(widths) - 1)
+    panel = Image.new("RGB", (panel_w, 2 * pad + line * max(len(c) for c in cols)), _PAGE_COLOUR)
     draw = ImageDraw.Draw(panel)
-    for k, (colour, text) in enumerate(entries):
-        y = pad + k * line
-        box = (pad, y, pad + sw - 1, y + sw - 1)
-        if colour is None:
-            draw.rectangle(box, outline=_TEXT_COLOUR, width=1)
+    x = pad
+    for col, cw in zip(cols, widths):
+        for r, k in enumerate(col):
+            y = pad + r * line
+            if k < 0:
+                draw.text((x, y + sw // 2), extra, fill=_TEXT_COLOUR, font=font, anchor="lm")
+                continue
+            box = (x, y, x + sw - 1, y + sw - 1)
+            if colours[k] is None:
+                draw.rectangle(box, outline=_TEXT_COLOUR, width=1)
+            else:
+                draw.rectangle(box, fill=colours[k], outline=_TEXT_COLOUR, width=1)
+            draw.text((x + sw + pad, y + sw // 2), texts[k], fill=_TEXT_COLOUR, font=font,
+                      anchor="lm")
+        x += cw + gap
+    shown_texts = texts[:shown] + ([extra] if extra else [])
+    return panel, shown_texts
+
+
+
+def _intersects(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two inclusive pixel rectangles (x0, y0, x1, y1) share a pixel."""
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def _place_tags(
+    boxes: list[tuple[int, int, int, int]], sizes: list[tuple[int, int]], W: int, H: int
+) -> list[tuple[int, int, int, int] | None]:
+    """Inclusive rectangles for tags of the given (w, h) at each box, none overlapping another;
+    ``None`` where no candidate spot is free. Candidates, in order: above the box at its left
+    edge, inside at the top-left, below at the left, inside at the bottom-left, then the same
+    four at the right edge."""
+    placed: list[tuple[int, int, int, int]] = []
+    out: list[tuple[int, int, int, int] | None] = []
+    for (x1, y1, x2, y2), (tw, th) in zip(boxes, sizes):
+        if tw > W or th > H:
+            out.append(None)
+            continue
+        spots = []
+        for left in (x1, x2 - tw + 1):
+            for top in (y1 - th, y1, y2 + 1, y2 - th + 1):
+                lx = min(max(left, 0), W - tw)
+                ty = min(max(top, 0), H - th)
+                spots.append((lx, ty, lx + tw - 1, ty + th - 1))
+        for r in dict.fromkeys(spots):
+            if not any(_intersects(r, q) for q in placed):
+                placed.append(r)
+                out.append(r)
+                break
         else:
-            draw.rectangle(box, fill=colour, outline=_TEXT_COLOUR, width=1)
-        draw.text((2 * pad + sw, y + sw // 2), text, fill=_TEXT_COLOUR, font=font, anchor="lm")
-    return panel
+            out.append(None)
+    return out
 
 
 # --------------------------------------------------------------------------- overlay
@@ -347,7 +455,10 @@ def overlay(
             image file; ``None`` draws on a blank light-grey canvas of ``pred``'s size.
         labels: text of each id (``labels[0]`` is the background). Adds a legend panel to
             the right of the picture listing the background and every id present in
-            ``pred`` or naming a box, each with its colour.
+            ``pred`` or naming a box, each with its colour, in columns at most as high as the
+            picture (less than twice its height for small pictures), ending in ``+N more``
+            when even the columns do not fit; the texts shown are in
+            ``img.info["segtext_legend"]``.
         grid_size: ``(h, w)`` or an int: draws the I-SD grid lines, one pixel wide, at the
             first pixel row (column) of every cell ``r >= 1`` under segtext's geometry
             (:func:`segtext.cell_index`), i.e. on the boundaries between cells. May not
@@ -355,7 +466,10 @@ def overlay(
         boxes: ``(x1, y1, x2, y2)`` or ``(x1, y1, x2, y2, label)`` in pixel edges (``x2`` and
             ``y2`` exclusive, as B-SD decodes them); ``label`` is a text or an int id. Drawn
             as rectangles whose outer edge is ``x1 .. x2 - 1`` by ``y1 .. y2 - 1``, with the
-            label on a tag above the box (inside it when the box touches the top). A box
+            label on a tag at the box (above it, else inside, below, or at its right edge:
+            the first spot free of earlier tags). When a name finds no free spot the boxes
+            are numbered instead and the legend names them. The tags drawn,
+            ``(x0, y0, x1, y1, text)`` inclusive, are in ``img.info["segtext_captions"]``. A box
             whose label is in ``labels`` takes that label's colour; others take the colour
             of their position in the list.
         gt: ``(H, W)`` bool ground-truth mask, drawn as its inner outline in
@@ -366,8 +480,8 @@ def overlay(
             default ``max(1, round(max(H, W) / 200))``.
 
     Returns:
-        An ``RGB`` image, ``W`` wide (plus the legend panel when ``labels`` is given) and
-        ``H`` high (taller only if the legend needs it).
+        An ``RGB`` image, ``W`` wide (plus the legend panel when ``labels`` is given or the
+        boxes are numbered) and ``H`` high (taller only if the legend needs it).
 
     Raises:
         ValueError: ``pred`` not 2-D or empty; ``image``/``gt`` of another size than
@@ -410,10 +524,14 @@ def overlay(
     else:
         width = int(outline_width)
 
+    # colours: one per id of this picture, distinct while the palette lasts
+    present = set(np.unique(ids).tolist()) - {0}
+    cmap = _assign_colours(present | {lid for *_, lid, _ in bx if lid is not None})
+
     # fill: composite the palette colours through an alpha mask that is 0 on the background
     fg = ids != 0
     if fg.any() and a > 0:
-        colours = Image.fromarray(_fill_colours(ids), "RGB")
+        colours = Image.fromarray(_fill_colours(ids, cmap), "RGB")
         opacity = Image.fromarray((fg * round(a * 255)).astype(np.uint8), "L")
         base = Image.composite(colours, base, opacity)
 
@@ -430,30 +548,61 @@ def overlay(
         solid = Image.new("RGB", (W, H), GT_COLOUR)
         base.paste(solid, (0, 0), Image.fromarray(ring.astype(np.uint8) * 255, "L"))
 
+    captions: list[tuple[int, int, int, int, str]] = []
+    numbered: list[tuple[Colour, str]] = []  # (colour, "k  text") legend lines of numbered boxes
+    numbers: dict[int, list[str]] = {}  # label id -> numbers of its boxes, shown on its line
     if bx:
         font = _font(int(min(24, max(10, min(H, W) // 18))))
+        rects, box_colours = [], []
         for k, (x1, y1, x2, y2, lid, text) in enumerate(bx):
-            colour = label_colour(lid if lid is not None else k + 1)
+            colour = cmap[lid] if lid is not None else label_colour(k + 1)
             rx2, ry2 = max(x2 - 1, x1), max(y2 - 1, y1)  # a zero-size box still shows as a line
             rx2, ry2 = min(rx2, W - 1), min(ry2, H - 1)
             rx1, ry1 = min(x1, W - 1), min(y1, H - 1)
             draw.rectangle((rx1, ry1, rx2, ry2), outline=colour, width=width)
-            if text:
-                tw, th = _text_size(draw, text, font)
-                tag_h = th + 2
-                ty = ry1 - tag_h if ry1 >= tag_h else ry1
-                draw.rectangle((rx1, ty, rx1 + tw + 3, ty + tag_h - 1), fill=colour)
-                draw.text((rx1 + 2, ty + 1), text, fill=_ink(colour), font=font)
+            rects.append((rx1, ry1, rx2, ry2))
+            box_colours.append(colour)
+        texted = [k for k, b in enumerate(bx) if b[5]]
 
-    if names is not None:
-        present = set(np.unique(ids).tolist()) | {lid for *_, lid, _ in bx if lid is not None}
-        entries: list[tuple[Colour | None, str]] = [(None, f"{names[0]} (not filled)")]
-        entries += [(label_colour(i), names[i]) for i in sorted(present) if 0 < i < len(names)]
-        panel = _legend(entries, H)
+        def tag_sizes(strings: list[str]) -> list[tuple[int, int]]:
+            return [(_text_size(draw, t, font)[0] + 4, _text_size(draw, t, font)[1] + 2)
+                    for t in strings]
+
+        strings = [bx[k][5] for k in texted]
+        spots = _place_tags([rects[k] for k in texted], tag_sizes(strings), W, H)
+        if any(r is None for r in spots):
+            # names collide: number the boxes and name them in the legend
+            strings = [str(j + 1) for j in range(len(texted))]
+            spots = _place_tags([rects[k] for k in texted], tag_sizes(strings), W, H)
+            for j, k in enumerate(texted):
+                lid = bx[k][4]
+                if names is not None and lid is not None and lid < len(names):
+                    numbers.setdefault(lid, []).append(str(j + 1))  # on the label's line
+                else:
+                    numbered.append((box_colours[k], f"{j + 1}  {bx[k][5]}"))
+        for k, t, r, (tw, th) in zip(texted, strings, spots, tag_sizes(strings)):
+            if r is None:  # not even the number finds a free spot: at the box, overlapping
+                lx, ty = min(rects[k][0], W - tw), max(0, min(rects[k][1] - th, H - th))
+                r = (max(lx, 0), ty, max(lx, 0) + tw - 1, ty + th - 1)
+            draw.rectangle(r, fill=box_colours[k])
+            draw.text((r[0] + 2, r[1] + 1), t, fill=_ink(box_colours[k]), font=font)
+            captions.append((*r, t))
+
+    legend_texts: list[str] = []
+    if names is not None or numbered:
+        entries: list[tuple[Colour | None, str]] = []
+        if names is not None:
+            entries.append((None, f"{names[0]} (not filled)"))
+            entries += [(cmap[i], f"{','.join(numbers[i])}  {names[i]}" if i in numbers else names[i])
+                        for i in sorted(cmap) if 0 < i < len(names)]
+        entries += numbered
+        panel, legend_texts = _legend(entries, H, max(3 * W, 480))
         page = Image.new("RGB", (W + panel.width, max(H, panel.height)), _PAGE_COLOUR)
         page.paste(base, (0, 0))
         page.paste(panel, (W, 0))
         base = page
+    base.info["segtext_captions"] = captions
+    base.info["segtext_legend"] = legend_texts
     return base
 
 
