@@ -159,7 +159,9 @@ def test_eval_coco_ground_truth(tmp_path, capsys, sample_annotations):
                              "segmentation": a["segmentation"]} for i, a in enumerate(anns)]}
     gt = tmp_path / "instances.json"
     gt.write_text(json.dumps(coco))
-    texts = st.rles_to_texts([a["segmentation"] for a in anns], LABEL, 16)
+    # each answer names its ground truth's category, the vocabulary it is read with by default
+    names = [st.coco.COCO_CATEGORY_NAMES[a["category_id"]] for a in anns]
+    texts = st.rles_to_texts([a["segmentation"] for a in anns], names, 16)
     bsd = st.encode_bsd([(LABEL, anns[0]["segmentation"])], anns[0]["segmentation"]["size"])
     lines = [{"id": str(500 + i), "output": f"<seg>{t}</seg>"} for i, t in enumerate(texts)]
     lines[0] = {"id": 500, "text": bsd}
@@ -170,6 +172,16 @@ def test_eval_coco_ground_truth(tmp_path, capsys, sample_annotations):
     doc = json.loads(js.read_text())
     assert doc["health"]["formats"] == {"rrle": 11, "bsd": 1} and doc["metrics"]["n"] == 12
     assert doc["health"]["clean"] == 12 and "B-SD resolution 64" in out
+    # another label than the ground truth's is still foreground, but reported
+    other = st.rles_to_texts([a["segmentation"] for a in anns], LABEL, 16)
+    lines[1:] = [{"id": str(500 + i), "output": f"<seg>{t}</seg>"} for i, t in enumerate(other) if i]
+    write_jsonl(pred, lines)
+    code, out, err = run(["eval", str(pred), str(gt), "--json", str(js), "--no-progress"], capsys)
+    doc2 = json.loads(js.read_text())
+    named = sum(LABEL in t for t in other[1:])  # answers with a foreground cell at 16 x 16
+    assert named >= 3
+    assert code == 0 and doc2["health"]["clean"] == 12 - named and doc2["metrics"] == doc["metrics"]
+    assert doc2["health"]["repair_kinds"] == {"unknown_label": named}
 
 
 # --------------------------------------------------------------------------- show

@@ -493,3 +493,66 @@ def test_all_bundled_masks_against_an_independent_pipeline(sample_annotations):
     for k in ("ciou", "giou", "acc50"):
         assert res.metrics[k] == pytest.approx(want[k], abs=1e-12), k
     assert res.health.repaired == sum(not st.decode_rrle(a, grid_size=GRID).ok for a in answers)
+
+
+# --------------------------------------------------------------------------- vocabulary (issue 9)
+
+
+def test_decode_answer_with_a_vocabulary_repairs_slips_and_follows_unknown():
+    from segtext.evaluation import decode_answer
+
+    cut = "<seg>Others *2| dog *2\n others *2| do"
+    a = decode_answer(cut, (2, 4), grid_size=(2, 4), labels=["dog"])
+    assert a.mask().astype(int).tolist() == [[0, 0, 1, 1], [0, 0, 1, 1]]
+    assert {"label_case", "truncated_label"} <= {r.kind for r in a.repairs}
+    typo = "<seg>others *2| dgo *2\n others *4\n</seg>"
+    want = {"foreground": [[0, 0, 1, 1], [0] * 4], "background": [[0] * 4, [0] * 4],
+            "nearest": [[0, 0, 1, 1], [0] * 4]}
+    for unknown, grid in want.items():
+        a = decode_answer(typo, (2, 4), labels=["others", "dog"], unknown=unknown)
+        assert a.mask().astype(int).tolist() == grid, unknown
+        assert [r.kind for r in a.repairs] == ["unknown_label"]
+    # without a vocabulary the labels are inferred: "Others" is still the background
+    a = decode_answer("<seg>Others *2| dog *2\n</seg>", (1, 4), grid_size=(1, 4))
+    assert a.mask().astype(int).tolist() == [[0, 0, 1, 1]]
+    with pytest.raises(ValueError, match="unknown"):
+        decode_answer(typo, (2, 4), unknown="error")
+
+
+def test_evaluate_reads_each_answer_with_its_ground_truths_label():
+    gt = [{"id": 1, "segmentation": {"size": [1, 4], "counts": [2, 2]}, "label": "dog"},
+          {"id": 2, "segmentation": {"size": [1, 4], "counts": [2, 2]}, "label": "cat"}]
+    preds = [(1, "<seg>Others *2| do"), (2, "<seg>others *2| kat *2\n</seg>")]
+    r = E.evaluate(preds, gt, grid_size=(1, 4))
+    assert r.metrics["giou"] == pytest.approx(1.0, abs=1e-4)  # unknown "kat" kept as foreground
+    assert {"label_case", "truncated_label", "unknown_label"} <= set(r.health.repair_kinds)
+    assert r.options["labels"] is None and r.options["unknown"] == "foreground"
+    r = E.evaluate(preds, gt, grid_size=(1, 4), unknown="background")
+    assert r.metrics["giou"] == pytest.approx(0.5, abs=1e-4)  # "kat" is background now
+    r = E.evaluate(preds, gt, grid_size=(1, 4), labels=["others", "dog", "cat"], unknown="nearest")
+    assert r.metrics["giou"] == pytest.approx(1.0, abs=1e-4) and r.options["labels"] == ["others", "dog", "cat"]
+    # t4s mode is Text4Seg's referring decoder: no vocabulary, "Others" is another label and the
+    # first label is the background
+    left = [{"id": 1, "segmentation": {"size": [1, 4], "counts": [0, 2, 2]}, "label": "dog"}]
+    answer = [(1, "<seg>dog *2| Others *2\n</seg>")]
+    assert E.evaluate(answer, left, grid_size=(1, 4)).metrics["giou"] == pytest.approx(1.0, abs=1e-4)
+    assert E.evaluate(answer, left, grid_size=(1, 4), mode="t4s").metrics["giou"] == 0.0
+
+
+def test_eval_cli_takes_the_vocabulary(tmp_path, capsys):
+    from segtext import cli
+
+    (tmp_path / "p.jsonl").write_text('{"id": 1, "answer": "<seg>others *2| dgo *2\\n</seg>"}\n')
+    (tmp_path / "g.jsonl").write_text('{"id": 1, "segmentation": {"size": [1, 4], "counts": [2, 2]}}\n')
+    (tmp_path / "labels.txt").write_text("others\ndog\n")
+    args = ["eval", str(tmp_path / "p.jsonl"), str(tmp_path / "g.jsonl"), "--no-progress", "--json",
+            str(tmp_path / "s.json"), "--grid-size", "1x4"]
+    scores = {}
+    for extra in ([], ["--labels", "dog", "--unknown", "background"],
+                  ["--labels", str(tmp_path / "labels.txt"), "--unknown", "nearest"]):
+        assert cli.main(args + extra) == 0
+        scores[tuple(extra)] = json.loads((tmp_path / "s.json").read_text())["metrics"]["giou"]
+    assert list(scores.values()) == pytest.approx([1.0, 0.0, 1.0], abs=1e-4)
+    with pytest.raises(SystemExit) as e:
+        cli.main(args + ["--labels", "a| b"])
+    assert e.value.code == 2 and "cannot be used" in capsys.readouterr().err

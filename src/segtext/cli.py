@@ -6,6 +6,8 @@
     segtext encode instances.json -o out.jsonl --grid-size 24 --policy nearest
     segtext encode results.json --format isd --label "the dog"
     segtext encode instances.json --format bsd --resolution 64   # one line per image, B-SD
+    segtext encode --panoptic panoptic_val2017.json --png-dir panoptic_val2017 --instances
+    segtext encode --label-dir annotations --classes names.txt --ignore-index 255
 
 ``segtext eval`` scores a model's raw answers against ground truth (cIoU, gIoU, Acc@0.5, N-acc)
 and prints a decode-health table; ``segtext show`` draws one answer, or the worst samples of an
@@ -105,6 +107,16 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return n
+
+
 def _resolution(text: str) -> int:
     n = _positive_int(text)
     if n > MAX_RESOLUTION:
@@ -144,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Read COCO instance annotations (a dict with 'annotations', 'images', 'categories') or COCO "
             "results (a list of annotations whose RLE carries its size) and write one JSON line per "
             "annotation: id, image_id, category_id, label, image_size, grid_size, text. "
-            "With no INPUT the bundled sample of 734 real COCO val2014 masks is used."
+            "With no INPUT the bundled sample of 734 real COCO val2014 masks is used. "
+            "--panoptic (COCO panoptic JSON + PNGs) or --label-dir (semantic PNG label maps) instead "
+            "write one line per image: its label map as text, with the labels list."
         ),
     )
     enc.add_argument("input", nargs="?", metavar="INPUT",
@@ -163,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--label", metavar="TEXT",
                      help="foreground label for every annotation (default: the category name)")
     enc.add_argument("--limit", type=_positive_int, metavar="N",
-                     help="encode only the first N annotations")
+                     help="encode only the first N annotations (images with --panoptic or --label-dir)")
     enc.add_argument("--skip-invalid", action="store_true",
                      help="skip annotations without a usable segmentation (and count them) instead of failing")
     enc.add_argument("--no-progress", action="store_true", help="never show the progress bar")
@@ -175,6 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     bsd.add_argument("--row-wise", action="store_true", help="restart the brick runs at every row")
     bsd.add_argument("--per-annotation", action="store_true",
                      help="one line per annotation instead of one per image")
+    pan = enc.add_argument_group("COCO panoptic (instead of INPUT)")
+    pan.add_argument("--panoptic", metavar="JSON",
+                     help="COCO panoptic JSON ('annotations' with file_name + segments_info, 'images', "
+                          "'categories'; '-' reads stdin): one line per image")
+    pan.add_argument("--png-dir", metavar="DIR", help="folder of the panoptic PNGs (required with --panoptic)")
+    pan.add_argument("--instances", action="store_true",
+                     help="one label per thing instance (person 1, person 2, ...) instead of one per category")
+    sem = enc.add_argument_group("semantic label maps (instead of INPUT)")
+    sem.add_argument("--label-dir", metavar="DIR",
+                     help="folder of PNG label maps (pixel = class index): one line per PNG, sorted by name")
+    sem.add_argument("--classes", metavar="NAMES.txt",
+                     help="class names, one a line; line 1 is id 0, the background, written 'others'")
+    sem.add_argument("--ignore-index", type=_non_negative_int, metavar="V",
+                     help="pixel value that never votes (e.g. 255)")
     enc.set_defaults(func=_cmd_encode)
     _add_eval_parser(sub)
     _add_show_parser(sub)
@@ -200,6 +228,32 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--box-format", choices=tuple(st.BOX_FORMATS), default="norm1000",
                    help="B-SD box spelling: norm1000 (<box>[x1,y1,x2,y2]</box> on 0..1000, default), "
                         "qwen2vl or pixel")
+    g.add_argument("--labels", type=_labels_arg, metavar="FILE|a,b,...",
+                   help="R-RLE vocabulary: a file with one label a line, or labels joined by commas "
+                        "(others first, added if missing); default: each ground truth's own label, "
+                        "else inferred from the answer")
+    g.add_argument("--unknown", choices=("foreground", "background", "nearest"), default="foreground",
+                   help="a label outside the vocabulary: foreground (default, as Text4Seg), "
+                        "background, or the nearest known label")
+
+
+def _labels_arg(text: str) -> list[str]:
+    """``--labels``: a file of one label a line, else labels joined by commas."""
+    if os.path.isfile(text):
+        try:
+            with open(text, encoding="utf-8") as f:
+                labels = [line.strip() for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise argparse.ArgumentTypeError(f"cannot read the labels file {text}: {e}") from None
+    else:
+        labels = [s.strip() for s in text.split(",") if s.strip()]
+    if not labels:
+        raise argparse.ArgumentTypeError(f"no label in {text!r}")
+    for label in labels:
+        problem = _check_label(label) if label != st.labels.BACKGROUND else None
+        if problem:
+            raise argparse.ArgumentTypeError(f"label {label!r} cannot be used: {problem}")
+    return labels
 
 
 def _add_eval_parser(sub) -> None:
@@ -283,21 +337,43 @@ def _version() -> str:
 # ----------------------------------------------------------------------------- input
 
 
+def _parse_json(data: bytes, name: str) -> Any:
+    if not data.strip():
+        raise CliError(f"{name} is empty")
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError as e:
+        raise CliError(f"{name} is not UTF-8 text: {e.reason}") from None
+    except json.JSONDecodeError as e:
+        raise CliError(f"{name} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def _stdin_json() -> Any:
+    return _parse_json(sys.stdin.buffer.read(), "stdin")
+
+
+def _read_json(path: str, what: str) -> tuple[Any, str]:
+    """The parsed JSON of ``path`` (``-``: stdin) and a name for messages."""
+    if path == "-":
+        return _stdin_json(), "stdin"
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise CliError(f"input file not found: {path}") from None
+    except IsADirectoryError:
+        raise CliError(f"input is a directory, expected {what}: {path}") from None
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}") from None
+    return _parse_json(data, path), path
+
+
 def _load(args: argparse.Namespace, skipped: list) -> tuple[list[dict], str]:
     """The annotations of INPUT (the bundled sample by default) and a name for messages."""
     if args.input is None:
         source, name = st.coco.SAMPLE_PATH, f"bundled sample ({st.coco.SAMPLE_PATH})"
     elif args.input == "-":
-        name = "stdin"
-        data = sys.stdin.buffer.read()
-        if not data.strip():
-            raise CliError("stdin is empty")
-        try:
-            source = json.loads(data)
-        except UnicodeDecodeError as e:
-            raise CliError(f"stdin is not UTF-8 text: {e.reason}") from None
-        except json.JSONDecodeError as e:
-            raise CliError(f"stdin is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
+        source, name = _stdin_json(), "stdin"
     else:
         source = name = args.input
         if os.path.isfile(source) and os.path.getsize(source) == 0:
@@ -389,11 +465,11 @@ def _umask() -> int:
     return mask
 
 
-def _progress(total: int, disable: bool):
+def _progress(total: int, disable: bool, unit: str = "mask"):
     from tqdm import tqdm
 
     # delay: short runs finish before the bar would appear, so only long inputs show it
-    return tqdm(total=total, unit="mask", file=sys.stderr, disable=disable, delay=0.5,
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=disable, delay=0.5,
                 dynamic_ncols=True, leave=False)
 
 
@@ -494,9 +570,254 @@ def _bsd_lines(items: list[dict], args: argparse.Namespace, bad: Callable[[dict,
         yield len(good), json.dumps(rec, ensure_ascii=False)
 
 
+# ----------------------------------------------------------------------------- label-map sources
+
+
+def _source_options(args: argparse.Namespace) -> str | None:
+    """Which label-map source (``"panoptic"``, ``"semantic"`` or None) and whether its options fit."""
+    source = "panoptic" if args.panoptic is not None else "semantic" if args.label_dir is not None else None
+    if args.panoptic is not None and args.label_dir is not None:
+        raise CliError("--panoptic and --label-dir are two different inputs; give one")
+    pairs = (("--panoptic", args.panoptic, "--png-dir", args.png_dir),
+             ("--label-dir", args.label_dir, "--classes", args.classes))
+    for main_opt, main_val, other, other_val in pairs:
+        if main_val is not None and other_val is None:
+            raise CliError(f"{main_opt} needs {other}")
+        if main_val is None and other_val is not None:
+            raise CliError(f"{other} goes with {main_opt}")
+    if args.instances and source != "panoptic":
+        raise CliError("--instances goes with --panoptic")
+    if args.ignore_index is not None and source != "semantic":
+        raise CliError("--ignore-index goes with --label-dir")
+    if source is None:
+        return None
+    flag = "--panoptic" if source == "panoptic" else "--label-dir"
+    if args.input is not None:
+        raise CliError(f"{flag} replaces INPUT; give one of them")
+    for opt, value in (("--label", args.label), ("--per-annotation", args.per_annotation)):
+        if value not in (None, False):
+            raise CliError(f"{opt} is for COCO instance annotations, not {flag}")
+    if source == "semantic" and args.format == "bsd":
+        raise CliError("--label-dir writes the grid formats (rrle, isd, irle), not --format bsd")
+    return source
+
+
+def _read_png(path: str) -> np.ndarray:
+    """The pixels of a PNG file as a numpy array (ValueError for a missing or unreadable one)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise ValueError("file not found")
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise ValueError(f"not a PNG file ({im.format})")
+            if im.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "RGB", "RGBA"):
+                raise ValueError(f"unsupported PNG mode {im.mode}")
+            check_image_size(im.height, im.width, "the PNG")
+            if im.mode == "RGBA":
+                im = im.convert("RGB")
+            return np.asarray(im)
+    except UnidentifiedImageError:
+        raise ValueError("not a readable picture") from None
+    except OSError as e:
+        raise ValueError(f"cannot read it: {e}") from None
+
+
+def _labels_problem(labels: Sequence[str], cache: dict[str, str | None]) -> str | None:
+    for label in labels:
+        if label not in cache:
+            cache[label] = _check_label(label)
+        if cache[label]:
+            return f"label {label!r}: {cache[label]}"
+    return None
+
+
+def _grid_record(args: argparse.Namespace, rec: dict, label_map: np.ndarray, labels: list[str],
+                 ignore_index: int | None = None) -> str:
+    grid = st.mask_to_grid(label_map, args.grid_size, args.policy, threshold=args.threshold,
+                           ignore_index=ignore_index)
+    encode = {"rrle": st.encode_rrle, "isd": st.encode_isd, "irle": st.encode_irle}[args.format]
+    rec.update(image_size=list(label_map.shape[:2]), grid_size=list(args.grid_size), labels=list(labels),
+               text=encode(grid, labels))
+    return json.dumps(rec, ensure_ascii=False)
+
+
+def _panoptic_input(args: argparse.Namespace) -> tuple[str, list, dict, list, dict, set]:
+    """``(name, annotations, images by id, categories, category names, thing ids)`` of --panoptic."""
+    data, name = _read_json(args.panoptic, "a COCO panoptic JSON file")
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise CliError(f"{name}: expected COCO panoptic JSON (an object with an 'annotations' list)")
+    cats = data.get("categories")
+    if not isinstance(cats, list):
+        raise CliError(f"{name}: expected a 'categories' list (id, name, isthing) in the panoptic JSON")
+    names: dict[int, str] = {}
+    for n, c in enumerate(cats):
+        if not isinstance(c, dict) or type(c.get("id")) is not int or not isinstance(c.get("name"), str):
+            raise CliError(f"{name}: categories[{n}] needs an int 'id' and a str 'name'")
+        names[c["id"]] = c["name"]
+    things = {c["id"] for c in cats if c.get("isthing", 1)}
+    images = {img["id"]: img for img in data.get("images") or [] if isinstance(img, dict) and "id" in img}
+    if not os.path.isdir(args.png_dir):
+        raise CliError(f"--png-dir is not a folder: {args.png_dir}")
+    anns = data["annotations"][:args.limit] if args.limit else data["annotations"]
+    return name, anns, images, cats, names, things
+
+
+def _panoptic_segments(ann: Any, names: dict, png: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The segment id of every pixel and ``(segment id, category id)`` of the segments present,
+    in the order of their first pixel (raster order); ValueError naming a bad segment."""
+    segs = ann.get("segments_info")
+    if not isinstance(segs, list):
+        raise ValueError("no 'segments_info' list")
+    cat_of: dict[int, int] = {}
+    for n, seg in enumerate(segs):
+        if not isinstance(seg, dict) or type(seg.get("id")) is not int or type(seg.get("category_id")) is not int:
+            raise ValueError(f"segments_info[{n}] needs an int 'id' and 'category_id'")
+        if seg["category_id"] not in names:
+            raise ValueError(f"segment {seg['id']} (segments_info[{n}]) has category_id "
+                             f"{seg['category_id']}, not in 'categories'")
+        cat_of[seg["id"]] = seg["category_id"]
+    if png.ndim != 3 or png.shape[2] != 3:
+        raise ValueError("not an RGB picture (a panoptic PNG holds segment ids as R + 256*G + 256**2*B)")
+    ids = png[..., 0].astype(np.int64) + 256 * png[..., 1].astype(np.int64) + 65536 * png[..., 2].astype(np.int64)
+    present, first = np.unique(ids, return_index=True)
+    unknown = [int(v) for v in present if v != 0 and int(v) not in cat_of]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise ValueError(f"segment id {unknown[0]} is in the PNG but not in segments_info{more}")
+    order = [int(present[k]) for k in np.argsort(first, kind="stable") if present[k] != 0]
+    return ids, [(sid, cat_of[sid]) for sid in order]
+
+
+def _panoptic_lines(args: argparse.Namespace, anns: list, images: dict, cats: list, names: dict,
+                    things: set, skips: _Skips, bar) -> Iterator[tuple[int, str]]:
+    cache: dict[str, str | None] = {}
+    kw = dict(resolution=args.resolution, policy=args.policy, threshold=args.threshold,
+              row_wise=args.row_wise, box_format=args.box_format)
+    for n, ann in enumerate(anns):
+        bar.update(1)
+        file_name = ann.get("file_name") if isinstance(ann, dict) else None
+        if not isinstance(file_name, str):
+            skips.bad(n, f"annotation {n}", "no 'file_name'")
+            continue
+        path = os.path.join(args.png_dir, file_name)
+        try:
+            png = _read_png(path)
+            ids, segments = _panoptic_segments(ann, names, png)
+            H, W = ids.shape
+            info = images.get(ann.get("image_id"), {})
+            if "height" in info and "width" in info and (info["height"], info["width"]) != (H, W):
+                raise ValueError(f"the PNG is {H}x{W} pixels, the image entry says "
+                                 f"{info['height']}x{info['width']}")
+            rec: dict[str, Any] = {"image_id": ann.get("image_id"), "file_name": file_name}
+            if args.format == "bsd":
+                count: dict[int, int] = {}
+                labels = []
+                for _, cat in segments:
+                    count[cat] = count.get(cat, 0) + 1
+                    labels.append(f"{names[cat]} {count[cat]}" if args.instances and cat in things else names[cat])
+                problem = _labels_problem(labels, cache)
+                if problem:
+                    raise ValueError(problem)
+                objects = [(label, ids == sid) for label, (sid, _) in zip(labels, segments)]
+                text = st.encode_bsd(objects, (H, W), **kw)
+                rec.update(image_size=[H, W], resolution=args.resolution, box_format=args.box_format,
+                           row_wise=args.row_wise, segment_ids=[sid for sid, _ in segments],
+                           category_ids=[cat for _, cat in segments], labels=labels, text=text)
+                line = json.dumps(rec, ensure_ascii=False)
+            else:
+                label_map, labels = st.coco.panoptic_to_label_map(png, ann["segments_info"], cats,
+                                                                  instances=args.instances)
+                problem = _labels_problem(labels[1:], cache)
+                if problem:
+                    raise ValueError(problem)
+                line = _grid_record(args, rec, label_map, labels)
+        except (ValueError, TypeError) as e:
+            skips.bad(n, f"annotation {n} ({path})", _bsd_reason(str(e)))
+            continue
+        yield 1, line
+
+
+def _read_classes(path: str) -> list[str]:
+    """The class names of --classes, id 0 written as the background word."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = f.read().splitlines()
+    except FileNotFoundError:
+        raise CliError(f"classes file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise CliError(f"{path} is not UTF-8 text: {e.reason}") from None
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}") from None
+    names = [t.strip() for t in names]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise CliError(f"{path} is empty; expected one class name a line, the background first")
+    names[0] = BACKGROUND
+    seen: dict[str, int] = {}
+    for n, label in enumerate(names[1:], 1):
+        problem = _check_label(label)
+        if problem:
+            raise CliError(f"{path}: line {n + 1}: class {label!r}: {problem}")
+        if label in seen:
+            raise CliError(f"{path}: line {n + 1}: class {label!r} is also on line {seen[label] + 1}")
+        seen[label] = n
+    return names
+
+
+def _semantic_lines(args: argparse.Namespace, files: list[str], classes: list[str], skips: _Skips,
+                    bar) -> Iterator[tuple[int, str]]:
+    ignore = args.ignore_index
+    for n, file_name in enumerate(files):
+        bar.update(1)
+        path = os.path.join(args.label_dir, file_name)
+        try:
+            label_map = _read_png(path)
+            if label_map.ndim != 2:
+                raise ValueError("not a single-channel label map (expected a PNG of mode L, P, I or I;16)")
+            values = np.unique(label_map)
+            beyond = [int(v) for v in values if int(v) >= len(classes) and int(v) != ignore]
+            if beyond:
+                hint = "" if ignore is not None else "; pass --ignore-index for a value that marks unlabelled pixels"
+                raise ValueError(f"pixel value {beyond[0]} is beyond the classes file ({len(classes)} names, "
+                                 f"ids 0..{len(classes) - 1}){hint}")
+            line = _grid_record(args, {"file_name": file_name}, label_map.astype(np.int32), classes, ignore)
+        except (ValueError, TypeError) as e:
+            skips.bad(n, path, str(e))
+            continue
+        yield 1, line
+
+
+def _encode_label_maps(args: argparse.Namespace, source: str, t0: float) -> int:
+    """`segtext encode --panoptic ... / --label-dir ...`: one line per image."""
+    if source == "panoptic":
+        name, anns, images, cats, names, things = _panoptic_input(args)
+        skips = _Skips(name, args.skip_invalid, "image")
+        make = lambda bar: _panoptic_lines(args, anns, images, cats, names, things, skips, bar)  # noqa: E731
+        total, empty = len(anns), "it holds no annotations"
+    else:
+        if not os.path.isdir(args.label_dir):
+            raise CliError(f"--label-dir is not a folder: {args.label_dir}")
+        classes = _read_classes(args.classes)
+        files = sorted(f for f in os.listdir(args.label_dir)
+                       if f.lower().endswith(".png") and os.path.isfile(os.path.join(args.label_dir, f)))
+        files = files[:args.limit] if args.limit else files
+        skips = _Skips(args.label_dir, args.skip_invalid, "image", prefix=False)  # each file named in full
+        make = lambda bar: _semantic_lines(args, files, classes, skips, bar)  # noqa: E731
+        total, empty = len(files), "it holds no PNG files"
+    written, images_done = _write_lines(args, total, "image", make, skips, empty)
+    _summary(args, t0, images_done, "images", written, skips)
+    return 0
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    source = _source_options(args)
     _encode_options(args)
+    if source is not None:
+        return _encode_label_maps(args, source, t0)
     if args.label is not None:
         problem = _check_label(args.label)
         if problem:
@@ -504,20 +825,10 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     loader_skipped: list[tuple[int, Any, str]] = []
     anns, name = _load(args, loader_skipped)
-    skipped: list[tuple[int, str, str]] = []  # (index, "annotation i (id n)", reason)
+    skips = _Skips(name, args.skip_invalid, "annotation")
 
     def bad(index: int, aid: Any, why: str) -> None:
-        where = f"annotation {index}" + (f" (id {aid})" if aid is not None else "")
-        if not args.skip_invalid:
-            raise CliError(f"{name}: {where}: {why} (use --skip-invalid to skip such annotations)")
-        skipped.append((index, where, why))
-
-    def report_skipped() -> None:
-        skipped.sort()
-        for _, where, why in skipped[:MAX_REPORTED]:
-            print(f"segtext encode: skipped {where}: {why}", file=sys.stderr)
-        if len(skipped) > MAX_REPORTED:
-            print(f"segtext encode: ... and {len(skipped) - MAX_REPORTED} more", file=sys.stderr)
+        skips.bad(index, f"annotation {index}" + (f" (id {aid})" if aid is not None else ""), why)
 
     for index, aid, why in loader_skipped:
         bad(index, aid, why)
@@ -533,16 +844,53 @@ def _cmd_encode(args: argparse.Namespace) -> int:
             continue
         items.append({**ann, "text_label": label})
 
+    lines_of = _bsd_lines if args.format == "bsd" else _grid_lines
+    written, masks = _write_lines(
+        args, len(items), "mask",
+        lambda bar: lines_of(items, args, lambda it, why: bad(it["index"], it["id"], why), bar),
+        skips, "it holds no annotations")
+    _summary(args, t0, masks, "masks", written, skips)
+    return 0
+
+
+class _Skips:
+    """Invalid inputs of a run: an error naming the first one, or with --skip-invalid, a count."""
+
+    def __init__(self, name: str, skip: bool, what: str, prefix: bool = True):
+        self.name, self.skip, self.what, self.prefix = name, skip, what, prefix
+        self.items: list[tuple[int, str, str]] = []  # (index, where, reason)
+
+    def bad(self, index: int, where: str, why: str) -> None:
+        if not self.skip:
+            where = f"{self.name}: {where}" if self.prefix else where
+            raise CliError(f"{where}: {why} (use --skip-invalid to skip such {self.what}s)")
+        self.items.append((index, where, why))
+
+    def report(self) -> None:
+        self.items.sort()
+        for _, where, why in self.items[:MAX_REPORTED]:
+            print(f"segtext encode: skipped {where}: {why}", file=sys.stderr)
+        if len(self.items) > MAX_REPORTED:
+            print(f"segtext encode: ... and {len(self.items) - MAX_REPORTED} more", file=sys.stderr)
+
+
+def _write_lines(args: argparse.Namespace, total: int, unit: str,
+                 make_lines: Callable[[Any], Iterator[tuple[int, str]]], skips: _Skips,
+                 empty: str) -> tuple[int, int]:
+    """Write ``(count, JSON line)`` pairs to stdout or, atomically, to -o; ``(lines, count)``.
+
+    ``make_lines(bar)`` yields the lines and advances the progress bar (of ``total`` units). A run
+    that writes nothing is an error: every input skipped, or ``empty`` (why there was nothing).
+    """
     out = _AtomicOutput(args.output) if args.output else None
     stream = out.file if out else sys.stdout
-    written = masks = 0
-    lines_of = _bsd_lines if args.format == "bsd" else _grid_lines
+    written = count = 0
     try:
-        with _progress(len(items), args.no_progress or not sys.stderr.isatty()) as bar:
+        with _progress(total, args.no_progress or not sys.stderr.isatty(), unit) as bar:
             batch: list[str] = []
-            for n, line in lines_of(items, args, lambda it, why: bad(it["index"], it["id"], why), bar):
+            for n, line in make_lines(bar):
                 batch.append(line)
-                masks += n
+                count += n
                 if len(batch) >= CHUNK:
                     stream.write("\n".join(batch) + "\n")
                     written += len(batch)
@@ -551,10 +899,11 @@ def _cmd_encode(args: argparse.Namespace) -> int:
                 stream.write("\n".join(batch) + "\n")
                 written += len(batch)
         if written == 0:  # nothing to write is an error, not an empty success
-            report_skipped()
-            if skipped:
-                raise CliError(f"{name}: nothing to write: all {len(skipped)} annotation(s) were skipped")
-            raise CliError(f"{name}: nothing to write: it holds no annotations")
+            skips.report()
+            if skips.items:
+                raise CliError(f"{skips.name}: nothing to write: all {len(skips.items)} "
+                               f"{skips.what}(s) were skipped")
+            raise CliError(f"{skips.name}: nothing to write: {empty}")
         if out:
             out.commit()
         else:
@@ -563,9 +912,14 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         if out:
             out.discard()
         raise
+    return written, count
 
+
+def _summary(args: argparse.Namespace, t0: float, count: int, unit: str, written: int,
+             skips: _Skips) -> None:
+    """The closing line of `segtext encode` on stderr, after the skipped inputs."""
     dt = time.perf_counter() - t0
-    rate = masks / dt if dt > 0 else float("inf")
+    rate = count / dt if dt > 0 else float("inf")
     dest = args.output if args.output else "stdout"
     if args.format == "bsd":
         how = (f"B-SD resolution {args.resolution}, boxes {args.box_format}"
@@ -573,13 +927,12 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     else:
         h, w = args.grid_size
         how = f"grid {h}x{w}, policy {args.policy}, format {args.format}"
-    msg = (f"segtext encode: {masks} masks in {dt:.2f} s ({rate:,.{0 if rate >= 100 else 1}f} masks/s), "
+    msg = (f"segtext encode: {count} {unit} in {dt:.2f} s ({rate:,.{0 if rate >= 100 else 1}f} {unit}/s), "
            f"{how} -> {dest}")
-    if skipped:
-        report_skipped()
-        msg += f"; skipped {len(skipped)} invalid annotation(s)"
+    if skips.items:
+        skips.report()
+        msg += f"; skipped {len(skips.items)} invalid {skips.what}(s)"
     print(msg, file=sys.stderr)
-    return 0
 
 
 # ----------------------------------------------------------------------------- eval
@@ -671,6 +1024,7 @@ def _run_evaluation(args: argparse.Namespace, predictions: str, ground_truth: st
             res = E.evaluate(predictions, gts, format=args.format, mode=args.mode,
                              grid_size=args.grid_size, upsample=args.upsample,
                              resolution=args.resolution, box_format=args.box_format,
+                             labels=args.labels, unknown=args.unknown,
                              on_bad_line=args.on_bad_line, keep_records=True,
                              keep_answers=keep_answers, progress=bar.update)
         except E.EvaluationError as e:
@@ -896,7 +1250,8 @@ def _show_one(args: argparse.Namespace) -> int:
     _check_picture_size(*size, "the image size")
     text = _read_text_arg(args.text) if args.text is not None else args.answer
     dec = E.decode_answer(text, size, format=args.format, mode=args.mode, grid_size=args.grid_size,
-                          upsample=args.upsample, resolution=args.resolution, box_format=args.box_format)
+                          upsample=args.upsample, resolution=args.resolution, box_format=args.box_format,
+                          labels=args.labels, unknown=args.unknown)
     pred, labels = dec.label_map()
     gs = dec.grid_size if dec.error is None else None
     if gs is not None and (gs[0] > size[0] or gs[1] > size[1]):
@@ -949,7 +1304,8 @@ def _show_worst(args: argparse.Namespace) -> int:
         if rec.answer is not None:
             dec = E.decode_answer(rec.answer, gt.image_size, format=args.format, mode=args.mode,
                                   grid_size=args.grid_size, upsample=args.upsample,
-                                  resolution=args.resolution, box_format=args.box_format)
+                                  resolution=args.resolution, box_format=args.box_format,
+                                  labels=args.labels, unknown=args.unknown, gt_label=gt.label)
             pred = dec.mask()
         else:
             pred = np.zeros(gt.image_size, bool)

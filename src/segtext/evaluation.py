@@ -70,7 +70,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,7 @@ from segtext.coco import load_annotations, rle_runs, rles_runs, to_rle
 from segtext.grid import grid_to_mask
 from segtext.metrics import ReferringEvaluator, SampleScore, grid_iou, mask_iou
 from segtext.repairs import DecodeError, Repair
+from segtext.labels import BACKGROUND, check_label, check_labels
 from segtext.rrle import DecodedGrid, decode_rrle
 
 __all__ = [
@@ -106,6 +107,7 @@ __all__ = [
 ANSWER_KEYS = ("answer", "text", "output")
 FORMAT_CHOICES = ("auto", "rrle", "bsd")
 MODE_CHOICES = ("repair", "strict", "t4s")
+UNKNOWN_CHOICES = ("foreground", "background", "nearest")
 UPSAMPLE_CHOICES = ("exact", "t4s")
 ON_BAD_LINE = ("skip", "fail")
 _GT_MASK_KEYS = ("segmentation", "rle", "mask")
@@ -459,7 +461,10 @@ class DecodedAnswer:
 
 
 def _check_options(format: str, mode: str, upsample: str | None, grid_size: Any,
-                   resolution: int, box_format: str) -> tuple[str, tuple[int, int] | None]:
+                   resolution: int, box_format: str,
+                   unknown: str = "foreground") -> tuple[str, tuple[int, int] | None]:
+    if unknown not in UNKNOWN_CHOICES:
+        raise ValueError(f"unknown must be one of {UNKNOWN_CHOICES}, got {unknown!r}")
     if format not in FORMAT_CHOICES:
         raise ValueError(f"format must be one of {FORMAT_CHOICES}, got {format!r}")
     if mode not in MODE_CHOICES:
@@ -478,6 +483,27 @@ def _check_options(format: str, mode: str, upsample: str | None, grid_size: Any,
     return upsample, None if grid_size is None else grid_size_arg(grid_size)
 
 
+def _vocabulary(labels: Any) -> tuple[str, ...] | None:
+    """A checked label list with the background first (prepended when missing), or None."""
+    if labels is None:
+        return None
+    if isinstance(labels, str) or not isinstance(labels, (list, tuple)):
+        raise TypeError(f"labels must be a list of str or None, got {type(labels).__name__}")
+    out = check_labels([BACKGROUND] + [s for s in labels if s != BACKGROUND])
+    return tuple(dict.fromkeys(out))
+
+
+def _sample_vocabulary(labels: tuple[str, ...] | None, mode: str, gt_label: str | None):
+    """The vocabulary one answer is read with: the given one, else the ground truth's label
+    (not in t4s mode, whose referring decoder has none); None infers it from the answer."""
+    if labels is not None or mode == "t4s" or not gt_label or gt_label == BACKGROUND:
+        return labels
+    try:
+        return (BACKGROUND, check_label(gt_label))
+    except (TypeError, ValueError):  # a label the grid text cannot hold: infer instead
+        return None
+
+
 def decode_answer(
     text: str,
     image_size: tuple[int, int],
@@ -487,6 +513,9 @@ def decode_answer(
     upsample: str | None = None,
     resolution: int = 64,
     box_format: str = "norm1000",
+    labels: Sequence[str] | None = None,
+    unknown: str = "foreground",
+    gt_label: str | None = None,
 ) -> DecodedAnswer:
     """Decode one raw answer the way :func:`evaluate` does.
 
@@ -499,6 +528,14 @@ def decode_answer(
         grid_size: R-RLE grid ``(h, w)`` or int; ``None`` infers it from the text.
         upsample: ``"exact"`` or ``"t4s"``; ``None``: ``"t4s"`` in t4s mode, else ``"exact"``.
         resolution, box_format: B-SD settings (see :func:`segtext.decode_bsd`).
+        labels: the R-RLE vocabulary (``"others"`` first, prepended if missing); ``None``
+            infers it from the answer. With a vocabulary, slips are repairs (``label_case``,
+            ``truncated_label``) and other labels follow ``unknown``.
+        unknown: what a label outside ``labels`` becomes: ``"foreground"`` (the default: as
+            Text4Seg, anything but the background is foreground, reported as
+            ``unknown_label``), ``"background"`` or ``"nearest"``.
+        gt_label: the ground truth's label, the vocabulary when ``labels`` is None (as
+            :func:`evaluate` reads each answer; not in t4s mode).
 
     Example:
         >>> from segtext.evaluation import decode_answer
@@ -508,13 +545,15 @@ def decode_answer(
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
-    upsample, size = _check_options(format, mode, upsample, grid_size, resolution, box_format)
-    return _decode(text, image_size_arg(image_size), format, mode, size, upsample, resolution, box_format)
+    upsample, size = _check_options(format, mode, upsample, grid_size, resolution, box_format, unknown)
+    return _decode(text, image_size_arg(image_size), format, mode, size, upsample, resolution, box_format,
+                   _sample_vocabulary(_vocabulary(labels), mode, gt_label), unknown)
 
 
 def _decode(text: str, image_size: tuple[int, int], format: str, mode: str,
             grid_size: tuple[int, int] | None, upsample: str, resolution: int,
-            box_format: str) -> DecodedAnswer:
+            box_format: str, labels: tuple[str, ...] | None = None,
+            unknown: str = "foreground") -> DecodedAnswer:
     fmt = detect_format(text) if format == "auto" else format
     if fmt == "none":
         return DecodedAnswer("none", image_size, upsample=upsample)
@@ -526,7 +565,7 @@ def _decode(text: str, image_size: tuple[int, int], format: str, mode: str,
             return DecodedAnswer("bsd", image_size, error=e, upsample=upsample)
         return DecodedAnswer("bsd", image_size, objects=objs, repairs=objs.repairs, upsample=upsample)
     try:
-        res = decode_rrle(text, grid_size=grid_size, mode=mode)
+        res = decode_rrle(text, labels=labels, grid_size=grid_size, mode=mode, unknown=unknown)
     except DecodeError as e:
         return DecodedAnswer("rrle", image_size, error=e, upsample=upsample)
     return DecodedAnswer(res.format, image_size, grid=res, repairs=res.repairs, upsample=upsample)
@@ -856,6 +895,8 @@ def evaluate(
     upsample: str | None = None,
     resolution: int = 64,
     box_format: str = "norm1000",
+    labels: Sequence[str] | None = None,
+    unknown: str = "foreground",
     on_bad_line: str = "skip",
     keep_records: bool = True,
     keep_answers: bool = False,
@@ -873,6 +914,11 @@ def evaluate(
         grid_size: R-RLE grid size; ``None`` infers it per answer.
         upsample: grid -> pixels, ``"exact"`` or ``"t4s"``; default ``"t4s"`` in t4s mode.
         resolution, box_format: B-SD settings.
+        labels: the R-RLE vocabulary for every answer (``"others"`` first); ``None`` uses each
+            ground truth's own label when it has one (except in t4s mode, whose referring
+            decoder has no vocabulary), else infers it from the answer.
+        unknown: a label outside the vocabulary: ``"foreground"`` (default, as Text4Seg:
+            anything but the background is foreground), ``"background"`` or ``"nearest"``.
         on_bad_line: ``"skip"`` or ``"fail"`` for malformed prediction lines and ground-truth
             entries.
         keep_records: keep a :class:`SampleRecord` per sample in the result.
@@ -886,7 +932,8 @@ def evaluate(
         EvaluationError: unreadable input, or a bad line under ``on_bad_line="fail"``.
         ValueError: bad options.
     """
-    upsample, size = _check_options(format, mode, upsample, grid_size, resolution, box_format)
+    upsample, size = _check_options(format, mode, upsample, grid_size, resolution, box_format, unknown)
+    vocab = _vocabulary(labels)
     if on_bad_line not in ON_BAD_LINE:
         raise ValueError(f"on_bad_line must be one of {ON_BAD_LINE}, got {on_bad_line!r}")
     problems: list[Problem] = []
@@ -918,7 +965,8 @@ def evaluate(
                                     "no ground truth with this id; not scored"))
             continue
         seen.add(k)
-        dec = _decode(answer, gt.image_size, format, mode, size, upsample, resolution, box_format)
+        dec = _decode(answer, gt.image_size, format, mode, size, upsample, resolution, box_format,
+                      _sample_vocabulary(vocab, mode, gt.label), unknown)
         s = ev.add_score(dec.score(gt.runs))
         status = dec.status
         formats[dec.format] += 1
@@ -981,6 +1029,7 @@ def evaluate(
                      "pass grid_size (--grid-size) to hold them to one")
     options = {"format": format, "mode": mode, "grid_size": list(size) if size else None,
                "upsample": upsample, "resolution": int(resolution), "box_format": box_format,
+               "labels": list(vocab) if vocab else None, "unknown": unknown,
                "on_bad_line": on_bad_line}
     return EvalResult(ev.result(), health, records, problems, options, notes)
 

@@ -80,7 +80,7 @@ __all__ = [
 MODES = ("strict", "repair", "t4s")
 #: text spellings of a grid, each as (row-wise, with counts)
 FORMATS = {"rrle": (True, True), "isd": (True, False), "irle": (False, True)}
-UNKNOWN_POLICIES = ("background", "nearest", "error")
+UNKNOWN_POLICIES = ("background", "nearest", "foreground", "error")
 DEFAULT_GRID_SIZE = (16, 16)
 _COUNT_DIGITS = len(str(MAX_COUNT))  # a count with more digits is larger than any grid
 _DIGITS = re.compile(r"[0-9]+")
@@ -438,6 +438,12 @@ class _Vocab:
             line, column = self.log.position(offset)
             raise DecodeError("unknown_label", f"unknown label {text!r}", line, column,
                               expected="a label from the labels list", found=repr(text))
+        if self.unknown == "foreground":  # kept as a label of its own, so it counts as foreground
+            self.labels.append(text)
+            self.ids[text] = v = len(self.labels) - 1
+            self.log.add("unknown_label", offset, f"unknown label {text!r} kept as a foreground label",
+                         expected="a label from the labels list", found=repr(text))
+            return v
         if self.unknown == "background":
             v = 0
         else:
@@ -822,7 +828,8 @@ def decode_rrle(
             square, else one row; a text with nothing to read gives 16 x 16 background).
         mode: ``"strict"``, ``"repair"`` or ``"t4s"`` (see the module docstring).
         unknown: with ``labels`` given, what an unknown label becomes: ``"background"``,
-            ``"nearest"`` (closest label by edit distance) or ``"error"`` (raise).
+            ``"nearest"`` (closest label by edit distance), ``"foreground"`` (kept as a label of
+            its own, appended to ``labels``) or ``"error"`` (raise).
 
     Returns:
         :class:`DecodedGrid` with ``grid``, ``labels``, ``repairs`` and ``format``.
