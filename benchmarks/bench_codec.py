@@ -196,6 +196,11 @@ def main(argv=None) -> int:
         for text, lab, size in zip(ref_texts, labels, sizes):
             st.decode_rrle(text, ["others", lab], GRID).to_mask(size)
 
+    def uint8_fill_all():
+        """What writing the output alone costs: the ratio here is the ceiling of any decoder."""
+        for size in sizes:
+            np.ones(size, np.uint8)
+
     def st_batch(policy):
         return lambda: [st.encode_rrle(g, ["others", lab])
                         for g, lab in zip(st.rles_to_grids(rles, GRID, policy=policy), labels)]
@@ -209,6 +214,7 @@ def main(argv=None) -> int:
          per_mask(lambda: [st.rle_to_text(r, lab, GRID, policy="nearest") for r, lab in zip(rles, labels)]),
          None),
         ("(b) decode R-RLE text -> (H, W) mask", t_ref_dec, per_mask(st_dec_all), DECODE_TARGET),
+        ("    floor: a bare uint8 (H, W) fill, no decode", t_ref_dec, per_mask(uint8_fill_all), None),
         ("(c) batch encode, all masks in one call", t_ref_enc, per_mask(st_batch("nearest")), ENCODE_TARGET),
         ("    same, segtext policy=majority", t_ref_enc, per_mask(st_batch("majority")), None),
     ]
