@@ -365,7 +365,7 @@ def test_an_inferred_grid_is_capped_in_every_mode():
 
 
 def test_text_past_the_limit_is_cut_with_a_repair(monkeypatch):
-    monkeypatch.setattr("segtext.rrle.MAX_TEXT_LENGTH", 20)
+    monkeypatch.setattr("segtext.repairs.MAX_TEXT_LENGTH", 20)
     text = "others *2| dog *2\n others *4\n"
     res = st.decode_rrle(text, grid_size=(2, 4))
     assert res.repairs[0].kind == "text_too_long"
@@ -426,3 +426,18 @@ def test_eval_reads_an_infinite_image_size_as_a_bad_entry(tmp_path, capsys):
     rc = cli.main(["eval", str(tmp_path / "p.jsonl"), str(tmp_path / "g.jsonl"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 0 and "line 1" in err and "image size" in err
+
+
+def test_the_repair_log_indexes_only_the_text_that_is_read():
+    from segtext.repairs import bounded_log
+
+    huge = "\n" * (limits.MAX_TEXT_LENGTH + 10)
+    text, log = bounded_log(huge, strict=False)
+    assert len(text) == len(log.text) == limits.MAX_TEXT_LENGTH
+    assert [r.kind for r in log.repairs] == ["text_too_long"]
+    assert log.repairs[0].line == limits.MAX_TEXT_LENGTH + 1  # the end of what is read
+    with pytest.raises(st.DecodeError):
+        bounded_log(huge, strict=True)
+    for decode in (lambda t: st.decode_rrle(t), lambda t: st.decode_rrle(t, mode="t4s"),
+                   lambda t: st.decode_bsd(t, (4, 4))):
+        assert decode(huge).repairs[0].kind == "text_too_long"

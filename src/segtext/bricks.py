@@ -64,7 +64,7 @@ from segtext._validate import (
 )
 from segtext.coco import check_status, rle_runs, rle_source
 from segtext.limits import MAX_BRICK_CELLS, MAX_RESOLUTION, MAX_TEXT_LENGTH
-from segtext.repairs import DecodeError, Repair, RepairLog
+from segtext.repairs import DecodeError, Repair, RepairLog, bounded_log
 
 __all__ = [
     "BOX_FORMATS",
@@ -827,16 +827,7 @@ def decode_bsd(
     cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
     if mode != "repair" and mode != "strict":
         raise ValueError(f"mode must be 'strict' or 'repair', got {mode!r}")
-    too_long = len(text) > MAX_TEXT_LENGTH
-    if too_long:
-        n_chars = len(text)
-        text = text[:MAX_TEXT_LENGTH]
-    log = RepairLog(text, strict=mode == "strict")
-    if too_long:
-        log.add("text_too_long", MAX_TEXT_LENGTH,
-                f"the text has {n_chars} characters, more than the limit of {MAX_TEXT_LENGTH} "
-                "(segtext.limits.MAX_TEXT_LENGTH); read up to the limit",
-                expected=f"at most {MAX_TEXT_LENGTH} characters", found=f"{n_chars} characters")
+    text, log = bounded_log(text, strict=mode == "strict")
     fast = _fast_bsd(text.encode("utf-8"), cfg, H, W)
     if fast:  # clean blocks, exactly as encode_bsd writes them
         return DecodedObjects(fast, (H, W), log.repairs)

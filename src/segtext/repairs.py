@@ -13,6 +13,8 @@ import re
 from bisect import bisect_left
 from dataclasses import dataclass
 
+from segtext.limits import MAX_TEXT_LENGTH
+
 __all__ = ["REPAIR_KINDS", "DecodeError", "Repair"]
 
 _NEWLINE = re.compile("\n")
@@ -115,6 +117,28 @@ class DecodeError(ValueError):
         self.found = found
         detail = f" (expected {expected}, found {found})" if expected or found else ""
         super().__init__(f"line {line}, column {column}: {message}{detail}")
+
+
+def bounded_log(text: str, strict: bool) -> tuple[str, RepairLog]:
+    """The part of ``text`` a decoder reads (its first :data:`segtext.limits.MAX_TEXT_LENGTH`
+    characters) and a log over that part, holding a ``text_too_long`` repair when it was cut.
+
+    The log indexes only what is read, so a huge text costs nothing past the limit.
+
+    Example:
+        >>> from segtext.repairs import bounded_log
+        >>> text, log = bounded_log("others *2\\n", strict=False)
+        >>> text, log.repairs
+        ('others *2\\n', [])
+    """
+    n = len(text)
+    if n <= MAX_TEXT_LENGTH:
+        return text, RepairLog(text, strict)
+    log = RepairLog(text[:MAX_TEXT_LENGTH], strict)
+    log.add("text_too_long", MAX_TEXT_LENGTH, f"the text has {n} characters, more than the limit of "
+            f"{MAX_TEXT_LENGTH} (segtext.limits.MAX_TEXT_LENGTH); read up to the limit",
+            expected=f"at most {MAX_TEXT_LENGTH} characters", found=f"{n} characters")
+    return log.text, log
 
 
 class RepairLog:

@@ -64,7 +64,7 @@ from segtext.labels import (
     refuse_background_alias,
 )
 from segtext.limits import MAX_COUNT, MAX_GRID_CELLS, MAX_TEXT_LENGTH
-from segtext.repairs import DecodeError, Repair, RepairLog
+from segtext.repairs import DecodeError, Repair, RepairLog, bounded_log
 
 __all__ = [
     "FORMATS",
@@ -338,22 +338,15 @@ class DecodedGrid:
 # --------------------------------------------------------------------------- decoding
 
 
-def _bounded_text(text: str, log: RepairLog) -> str:
-    """The first :data:`~segtext.limits.MAX_TEXT_LENGTH` characters, with a repair if cut."""
-    if len(text) <= MAX_TEXT_LENGTH:
-        return text
-    log.add("text_too_long", MAX_TEXT_LENGTH, f"the text has {len(text)} characters; read up to "
-            f"the limit of {MAX_TEXT_LENGTH}", expected=f"at most {MAX_TEXT_LENGTH} characters",
-            found=f"{len(text)}")
-    return text[:MAX_TEXT_LENGTH]
-
-
 _SEG_OPEN = re.compile(re.escape("<seg>"), re.IGNORECASE)
 _SEG_CLOSE = re.compile(re.escape("</seg>"), re.IGNORECASE)
 
 
 def _tag(pattern: re.Pattern, exact: str, text: str, start: int, log: RepairLog) -> int:
-    """Where the tag is (in any case, reported when not exact), or -1."""
+    """Where the tag is: spelled exactly, else in another case (reported), else -1."""
+    i = text.find(exact, start)  # the common case, without the regex
+    if i >= 0:
+        return i
     m = pattern.search(text, start)
     if m is None:
         return -1
@@ -370,8 +363,11 @@ def _extract(text: str, log: RepairLog) -> tuple[str, int, int]:
     if i >= 0:
         j = _tag(_SEG_CLOSE, "</seg>", text, i + 5, log)
         if j >= 0:
-            m = _SEG_OPEN.search(text, j + 6)
-            return text[i + 5 : j], i + 5, m.start() if m else -1
+            second = text.find("<seg>", j + 6)
+            if second < 0:
+                m = _SEG_OPEN.search(text, j + 6)
+                second = m.start() if m else -1
+            return text[i + 5 : j], i + 5, second
         log.add("missing_seg_close", len(text), "'<seg>' is never closed; read to the end",
                 expected="'</seg>'", found="end of text")
         return text[i + 5 :], i + 5, -1
@@ -487,10 +483,15 @@ def _digits_value(digits: str, cap: int) -> int:
     return int(digits) if len(digits) <= _COUNT_DIGITS else cap + 1
 
 
+def _shown(text: str) -> str:
+    """A count's text for a message: whole, or its ends when it is long."""
+    return text if len(text) <= 24 else text[:10] + "..." + text[-10:]
+
+
 def _clip_count(value: int, text: str, offset: int, cap: int, log: RepairLog) -> int:
     if value <= cap:
         return value
-    shown = text if len(text) <= 24 else text[:10] + "..." + text[-10:]
+    shown = _shown(text)
     log.add("count_too_large", offset, f"count {shown!r} is larger than the {cap} cells the grid "
             f"can hold; clipped to {cap}", expected=f"a count of at most {cap}",
             found=f"{len(text)} digits" if len(text) > 24 else repr(text))
@@ -511,7 +512,7 @@ def _parse_count(text: str, offset: int, cap: int, log: RepairLog) -> int:
         return 1
     m = _DIGITS.match(text.strip())
     value = _digits_value(m.group(), cap) if m else 1
-    shown = text if len(text) <= 24 else text[:10] + "..." + text[-10:]
+    shown = _shown(text)
     if m and value == 0:
         log.add("zero_count", offset, "a run of zero cells; dropped",
                 expected="a positive count", found=repr(shown))
@@ -765,8 +766,7 @@ def _decode_t4s(text: str, labels: tuple[str, ...] | None, grid_size: tuple[int,
     to ``h*w``. A text without ``<seg>``, or any error on the way, gives all background. Only
     the cells the grid keeps are expanded; the rest is read for its labels alone.
     """
-    log = RepairLog(text, strict=False)
-    text = _bounded_text(text, log)
+    text, log = bounded_log(text, strict=False)
     body = _t4s_body(text)
     try:
         if body is None:
@@ -860,8 +860,8 @@ def decode_rrle(
     size = None if grid_size is None else grid_size_arg(grid_size)
     if mode == "t4s":
         return _decode_t4s(text, vocab, size, unknown)
-    log = RepairLog(text, strict=mode == "strict")
-    body, base, second = _extract(_bounded_text(text, log), log)
+    text, log = bounded_log(text, strict=mode == "strict")
+    body, base, second = _extract(text, log)
     fast = _fast(body, vocab, size)
     if fast is not None:
         grid, out_labels, fmt = fast
