@@ -32,7 +32,7 @@ def test_encode_decode_identity(fmt, mode, data):
     grid, labels = data
     text = ENCODE[fmt](grid, labels)
     res = st.decode_rrle(text, labels=labels, grid_size=grid.shape, mode=mode)
-    assert res.grid.dtype == np.int32
+    assert res.grid.dtype == np.min_scalar_type(len(res.labels) - 1)  # the smallest unsigned
     np.testing.assert_array_equal(res.grid, grid)
     assert res.repairs == []
     assert res.ok is True
@@ -220,7 +220,7 @@ def test_unknown_label_in_strict_mode_raises():
 
 def test_result_object_and_repair_dataclass():
     res = st.decode_rrle("others *2| dog *3\n others *4", grid_size=(2, 4))
-    assert isinstance(res.grid, np.ndarray) and res.grid.dtype == np.int32 and res.grid.shape == (2, 4)
+    assert isinstance(res.grid, np.ndarray) and res.grid.dtype == np.uint8 and res.grid.shape == (2, 4)
     assert isinstance(res.labels, list) and all(isinstance(s, str) for s in res.labels)
     assert isinstance(res.repairs, list) and res.repairs
     assert res.ok is False
@@ -294,3 +294,31 @@ def test_grid_size_inference_width_is_most_common_not_first_row():
     res = st.decode_rrle("others| dog\n dog| dog| others\n others| others| others\n")
     assert res.grid.shape == (3, 3) and res.format == "isd"
     np.testing.assert_array_equal(res.grid[1:], [[1, 1, 0], [0, 0, 0]])
+
+
+# ------------------------------------------------------------------------------------------ dtypes
+
+
+@pytest.mark.parametrize("n_labels, want", [(2, np.uint8), (256, np.uint8), (257, np.uint16), (300, np.uint16)])
+@pytest.mark.parametrize("mode", ["strict", "repair", "t4s"])
+def test_grid_and_mask_use_the_smallest_unsigned_dtype(n_labels, want, mode):
+    labels = ["others"] + [f"label {i}" for i in range(1, n_labels)]
+    grid = np.array([[0, n_labels - 1, 1, n_labels // 2]])
+    text = "<seg>" + st.encode_rrle(grid, labels) + "</seg>"
+    res = st.decode_rrle(text, labels, grid.shape, mode=mode)
+    assert res.grid.dtype == want
+    assert res.grid.tolist() == grid.tolist()
+    mask = res.to_mask((3, 8))
+    assert mask.dtype == want and mask.tolist() == [[v for v in grid[0] for _ in range(2)]] * 3
+    assert res.to_mask((3, 8), dtype=np.int64).dtype == np.int64
+    assert res.to_mask((3, 8), dtype=bool).tolist() == (mask != 0).tolist()
+
+
+def test_inferred_and_repaired_grids_are_small_too():
+    res = st.decode_rrle("others *1| dog *1\n dog *2\n")  # inferred labels and size, fast path
+    assert res.grid.dtype == np.uint8 and res.grid.tolist() == [[0, 1], [1, 1]]
+    res = st.decode_rrle("others *1| dog *9\n dog *2\n", grid_size=(2, 2))  # repaired
+    assert res.grid.dtype == np.uint8 and not res.ok
+    many = "| ".join(f"w{i} *1" for i in range(300)) + "\n"
+    res = st.decode_rrle(many, grid_size=(1, 300))  # 301 labels inferred
+    assert res.grid.dtype == np.uint16 and res.grid.max() == 300

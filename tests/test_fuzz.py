@@ -20,7 +20,7 @@ grid_size_st = hs.tuples(hs.integers(1, 12), hs.integers(1, 12))
 
 def check_result(res, grid_size=None, labels=None):
     assert isinstance(res.grid, np.ndarray)
-    assert res.grid.dtype == np.int32
+    assert res.grid.dtype == np.min_scalar_type(len(res.labels) - 1)  # the smallest unsigned
     assert res.grid.ndim == 2
     if grid_size is not None:
         assert res.grid.shape == tuple(grid_size)

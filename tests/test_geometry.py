@@ -95,11 +95,27 @@ def test_grid_to_mask_t4s_is_pytorch_legacy_nearest():
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.int16, np.uint16, bool])
-def test_grid_to_mask_keeps_dtype(dtype):
+def test_grid_to_mask_smallest_unsigned_dtype(dtype):
     grid = (np.arange(6).reshape(2, 3) % 2).astype(dtype)
     out = st.grid_to_mask(grid, (5, 7))
-    assert out.dtype == np.dtype(dtype)
+    assert out.dtype == (np.bool_ if dtype is bool else np.uint8)
     np.testing.assert_array_equal(out, naive.grid_to_mask(grid, (5, 7)))
+    assert st.grid_to_mask(grid, (5, 7), dtype=dtype).dtype == np.dtype(dtype)  # unless dtype is given
+
+
+@pytest.mark.parametrize("top, want", [(1, np.uint8), (255, np.uint8), (256, np.uint16),
+                                       (65535, np.uint16), (65536, np.uint32), (2**32, np.uint64)])
+def test_grid_to_mask_dtype_holds_the_largest_id(top, want):
+    grid = np.array([[0, top]], np.int64)
+    out = st.grid_to_mask(grid, (2, 4))
+    assert out.dtype == want
+    assert out.tolist() == [[0, 0, top, top]] * 2
+
+
+def test_grid_to_mask_keeps_bool_and_negative_ids():
+    assert st.grid_to_mask(np.array([[False, True]]), (1, 4)).dtype == np.bool_
+    out = st.grid_to_mask(np.array([[-1, 3]], np.int16), (1, 4))  # no unsigned dtype holds -1
+    assert out.dtype == np.int16 and out.tolist() == [[-1, -1, 3, 3]]
 
 
 def test_grid_to_mask_same_size_is_copy_of_grid():
@@ -162,3 +178,13 @@ def test_grid_mask_grid_identity_large(grid, data):
     mask = st.grid_to_mask(grid, (H, W))
     for policy in ("nearest", "majority", "any"):
         np.testing.assert_array_equal(st.mask_to_grid(mask, (h, w), policy=policy), grid)
+
+
+def test_grid_to_mask_bool_is_foreground_and_small_dtypes_refuse_large_ids():
+    grid = np.array([[0, 256, 512, 3]], np.int64)  # 256 and 512 are 0 modulo 256
+    assert st.grid_to_mask(grid, (1, 4), dtype=bool).tolist() == [[False, True, True, True]]
+    with pytest.raises(ValueError, match="id 512, which dtype uint8 cannot hold"):
+        st.grid_to_mask(grid, (1, 4), dtype=np.uint8)
+    with pytest.raises(ValueError, match="id -1, which dtype uint16 cannot hold"):
+        st.grid_to_mask(np.array([[-1, 2]]), (1, 4), dtype=np.uint16)
+    assert st.grid_to_mask(np.array([[1, 2]], np.int64), (1, 2), dtype=np.uint8).tolist() == [[1, 2]]

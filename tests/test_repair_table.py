@@ -183,7 +183,7 @@ CASES = [
 def test_repair_table(text, grid_size, labels, expected, kinds, where):
     res = st.decode_rrle(text, labels=labels, grid_size=grid_size, mode="repair")
     assert res.grid.shape == grid_size
-    assert res.grid.dtype == np.int32
+    assert res.grid.dtype == np.min_scalar_type(len(res.labels) - 1)  # the smallest unsigned
     got_kinds = [r.kind for r in res.repairs]
     assert all(isinstance(r, st.Repair) for r in res.repairs)
     assert set(got_kinds) <= KNOWN_KINDS, got_kinds

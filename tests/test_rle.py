@@ -134,6 +134,55 @@ def test_rles_to_grids_mixed_forms_and_sizes(masks, data):
     assert got.shape == (len(rles), h, w)
 
 
+NAIVE_ENCODERS = {"rrle": naive.encode_rrle, "isd": naive.encode_isd, "irle": naive.encode_irle}
+
+
+@given(hs.lists(binary_masks(max_side=40), min_size=1, max_size=5), hs.data())
+def test_one_call_text_encoders_equal_the_naive_chain(masks, data):
+    """rle_to_text / rles_to_texts (RLE -> text in one compiled call, with a cached call plan)
+    against the naive grid of the dense mask written by the naive encoder."""
+    h = data.draw(hs.integers(1, min(m.shape[0] for m in masks)))
+    w = data.draw(hs.integers(1, min(m.shape[1] for m in masks)))
+    policy = data.draw(hs.sampled_from(POLICIES))
+    thr = data.draw(hs.sampled_from([0.5, 0.2, 1.0]))
+    fmt = data.draw(hs.sampled_from(sorted(NAIVE_ENCODERS)))
+    names = data.draw(hs.lists(hs.sampled_from(["dog", "white cat", "élève", "x"]),
+                               min_size=len(masks), max_size=len(masks)))
+    rles = [data.draw(hs.sampled_from(list(_rle_variants(m))))[1] for m in masks]
+    want = [NAIVE_ENCODERS[fmt](naive.mask_to_grid(m, (h, w), policy, thr), ["others", name])
+            for m, name in zip(masks, names)]
+    for _ in range(2):  # the second time through, every call plan comes from the cache
+        got = [st.rle_to_text(r, name, (h, w), policy, thr, fmt) for r, name in zip(rles, names)]
+        assert got == want
+    assert st.rles_to_texts(rles, names, (h, w), policy, thr, fmt) == want
+    if all(isinstance(r["counts"], str) for r in rles):  # the batch read without a step per mask
+        assert st.rles_to_texts(rles, names[0], (h, w), policy, thr, fmt) == [
+            NAIVE_ENCODERS[fmt](naive.mask_to_grid(m, (h, w), policy, thr), ["others", names[0]])
+            for m in masks]
+
+
+def test_one_call_encoders_on_every_sample_mask(sample_annotations):
+    rles = [a["segmentation"] for a in sample_annotations]
+    names = [st.coco.COCO_CATEGORY_NAMES[a["category_id"]] for a in sample_annotations]
+    for policy in POLICIES:
+        want = [st.encode_rrle(st.rle_to_grid(r, 16, policy), ["others", n]) for r, n in zip(rles, names)]
+        assert st.rles_to_texts(rles, names, 16, policy) == want
+        assert [st.rle_to_text(r, n, 16, policy) for r, n in zip(rles, names)] == want
+
+
+def test_cached_call_plan_still_checks_its_arguments():
+    rle = {"size": [4, 4], "counts": [0, 16]}
+    st.rle_to_text(rle, "dog", 2, "majority", 0.5)  # caches the plan of this call shape
+    with pytest.raises(ValueError, match="threshold"):
+        st.rle_to_text(rle, "dog", 2, "majority", 1.5)
+    with pytest.raises(TypeError, match="threshold"):
+        st.rle_to_text(rle, "dog", 2, "majority", True)
+    st.rle_to_text(rle, "dog", 1)
+    with pytest.raises(TypeError, match="grid_size"):  # True == 1, but never a grid size
+        st.rle_to_text(rle, "dog", True)
+    assert st.rle_to_text(rle, "dog", [2, 2]) == st.rle_to_text(rle, "dog", (2, 2))  # a list: not cached
+
+
 # ------------------------------------------------------------------------------------------ segtext.coco
 
 

@@ -330,30 +330,28 @@ def paste(grid, out, y0, y1, x0, x1):
 
 
 @njit(cache=True)
-def decode_coco_counts(s):
-    """Decode a compressed COCO counts string (as uint8 bytes) into run lengths.
+def _decode_counts_into(s, start, stop, cnts, o):
+    """Decode the compressed COCO counts ``s[start:stop]`` into ``cnts[o:]`` (room for
+    ``stop - start`` values). Returns ``(number of counts, status)``.
 
     Each count is written in 5-bit groups, low group first, as the character ``48 + group``;
     bit 0x20 marks a continuation and bit 0x10 of the last group is the sign. From the
     third count on, the value stored is the difference to the count two places before.
-    Returns ``(counts, status)``.
     """
-    n = s.shape[0]
-    cnts = np.empty(n, np.int64)
     m = 0
-    p = 0
-    while p < n:
-        x = 0
+    p = start
+    while p < stop:
+        x = np.int64(0)
         k = 0
         more = True
         while more:
-            if p >= n:
-                return cnts[:m], ERR_TRUNCATED
+            if p >= stop:
+                return m, ERR_TRUNCATED
             c = np.int64(s[p]) - 48
             if c < 0 or c > 63:
-                return cnts[:m], ERR_BAD_CHAR
+                return m, ERR_BAD_CHAR
             if k >= 12:  # more than 60 bits: no image is that large
-                return cnts[:m], ERR_HUGE
+                return m, ERR_HUGE
             x |= (c & 0x1F) << (5 * k)
             more = (c & 0x20) != 0
             p += 1
@@ -361,14 +359,25 @@ def decode_coco_counts(s):
             if not more and (c & 0x10) != 0:
                 x |= np.int64(-1) << (5 * k)
         if m > 2:
-            x += cnts[m - 2]
+            x += cnts[o + m - 2]
         if x < 0:
-            return cnts[:m], ERR_NEGATIVE
+            return m, ERR_NEGATIVE
         if x > MAX_IMAGE_AREA:  # checked here, so the next sums cannot overflow
-            return cnts[:m], ERR_HUGE
-        cnts[m] = x
+            return m, ERR_HUGE
+        cnts[o + m] = x
         m += 1
-    return cnts[:m], OK
+    return m, OK
+
+
+@njit(cache=True)
+def decode_coco_counts(s):
+    """Decode a compressed COCO counts string (as uint8 bytes) into run lengths.
+
+    Returns ``(counts, status)`` (see :func:`_decode_counts_into` for the format).
+    """
+    cnts = np.empty(s.shape[0], np.int64)
+    m, status = _decode_counts_into(s, 0, s.shape[0], cnts, 0)
+    return cnts[:m], status
 
 
 @njit(cache=True)
@@ -501,35 +510,42 @@ def rle_window_grid(counts, H, y0, y1, x0, x1, rlo, rhi, rfirst, clo, chi, cfirs
 
 
 @njit(cache=True)
-def rle_sample(counts, H, py, px):
-    """Nearest policy on runs: the value of pixel (py[i], px[j]) for every cell.
+def rle_sample_into(counts, H, py, px, out):
+    """Nearest policy on runs: ``out[i, j]`` = the value of pixel ``(py[i], px[j])``.
 
     ``py`` and ``px`` are non-decreasing, so the samples are visited in column-major order
     and the runs are walked once.
     """
     h = py.shape[0]
     w = px.shape[0]
-    out = np.zeros((h, w), np.int32)
+    n_runs = counts.shape[0]
     k = 0  # current run
-    run_end = counts[0] if counts.shape[0] > 0 else 0
+    run_end = counts[0] if n_runs > 0 else 0
     for j in range(w):
         if j > 0 and px[j] == px[j - 1]:  # a repeated column (upsampling): same samples
             for i in range(h):
                 out[i, j] = out[i, j - 1]
             continue
+        base = px[j] * H
         for i in range(h):
-            p = px[j] * H + py[i]
-            while p >= run_end and k + 1 < counts.shape[0]:
+            p = base + py[i]
+            while p >= run_end and k + 1 < n_runs:
                 k += 1
                 run_end += counts[k]
-            out[i, j] = k % 2
+            out[i, j] = k & 1
     return out
+
+
+@njit(cache=True)
+def rle_sample(counts, H, py, px):
+    """:func:`rle_sample_into` into a new ``int32`` grid."""
+    return rle_sample_into(counts, H, py, px, np.empty((py.shape[0], px.shape[0]), np.int32))
 
 
 @njit(cache=True)
 def _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, out):
     if policy == 0:
-        out[:, :] = rle_sample(counts, H, py, px)
+        rle_sample_into(counts, H, py, px, out)
         return
     rlo, rhi = cell_spans(H, h)
     clo, chi = cell_spans(W, w)
@@ -682,23 +698,21 @@ def union_runs(counts, offsets, area):
 def decode_coco_counts_batch(buf, offsets):
     """Decode many compressed strings: string ``n`` is ``buf[offsets[n]:offsets[n+1]]``.
 
-    Returns ``(counts, count_offsets, status)`` with one status per string.
+    Returns ``(counts, count_offsets, status)`` with one status per string. Each string
+    is decoded in place after the previous one (a string of ``k`` bytes holds at most
+    ``k`` counts), so nothing is copied twice.
     """
     N = offsets.shape[0] - 1
     status = np.zeros(N, np.int64)
-    lens = np.zeros(N + 1, np.int64)
-    parts = np.empty(buf.shape[0], np.int64)
+    cum = np.zeros(N + 1, np.int64)
+    out = np.empty(buf.shape[0], np.int64)
+    o = 0
     for n in range(N):
-        c, st = decode_coco_counts(buf[offsets[n] : offsets[n + 1]])
+        m, st = _decode_counts_into(buf, offsets[n], offsets[n + 1], out, o)
         status[n] = st
-        m = c.shape[0]
-        parts[offsets[n] : offsets[n] + m] = c
-        lens[n + 1] = m
-    cum = np.cumsum(lens)
-    out = np.empty(cum[N], np.int64)
-    for n in range(N):
-        out[cum[n] : cum[n + 1]] = parts[offsets[n] : offsets[n] + lens[n + 1]]
-    return out, cum, status
+        o += m
+        cum[n + 1] = o
+    return out[:o], cum, status
 
 
 # --------------------------------------------------------------------------- boxes and bricks
@@ -1406,7 +1420,8 @@ def _emit(flat, row_len, lab, off, with_counts, out, write):
             a = off[v]
             b = off[v + 1]
             if write:
-                out[p : p + b - a] = lab[a:b]
+                for q in range(b - a):  # a byte loop: no slice views on the hot path
+                    out[p + q] = lab[a + q]
             p += b - a
             if with_counts:
                 k = j - i
@@ -1471,16 +1486,25 @@ def _binary_flat(grid, fg_id):
     return flat
 
 
+#: layout of the ``plan`` array of :func:`rle_text` (one per image size, grid size, policy
+#: and format, cached by the caller): these fields, then the ``h`` row and ``w`` column samples
+PLAN_H, PLAN_W, PLAN_GH, PLAN_GW, PLAN_POLICY, PLAN_ROW_WISE, PLAN_COUNTS, PLAN_SAMPLES = range(8)
+
+
 @njit(cache=True)
-def rle_text(data, compressed, H, W, h, w, policy, threshold, py, px, fg_id, lab, off,
-             row_wise, with_counts):
+def rle_text(data, compressed, plan, threshold, fg_id, lab, off):
     """COCO RLE (compressed bytes or runs) -> binary grid -> text bytes, in one call.
 
-    Foreground cells get label ``fg_id`` (0 when the label's text equals the background's).
-    Returns ``(bytes, status)``.
+    ``plan`` holds the sizes, policy and format (see :data:`PLAN_H`) and the nearest samples,
+    so that a call takes few arguments. Foreground cells get label ``fg_id`` (0 when the
+    label's text equals the background's). Returns ``(bytes, status)``.
     """
+    H = plan[PLAN_H]
+    W = plan[PLAN_W]
+    h = plan[PLAN_GH]
+    w = plan[PLAN_GW]
     if compressed:
-        counts, status = decode_coco_counts(data.astype(np.uint8))
+        counts, status = decode_coco_counts(data)
     else:
         counts, status = data.astype(np.int64), OK
     if status == OK:
@@ -1488,9 +1512,12 @@ def rle_text(data, compressed, H, W, h, w, policy, threshold, py, px, fg_id, lab
     if status != OK:
         return np.empty(0, np.uint8), status
     grid = np.empty((h, w), np.int32)
-    _one_rle_grid(counts, H, W, h, w, policy, threshold, py, px, grid)
+    py = plan[PLAN_SAMPLES : PLAN_SAMPLES + h]
+    px = plan[PLAN_SAMPLES + h : PLAN_SAMPLES + h + w]
+    _one_rle_grid(counts, H, W, h, w, plan[PLAN_POLICY], threshold, py, px, grid)
     flat = _binary_flat(grid, fg_id)
-    row_len = w if row_wise else h * w
+    row_len = w if plan[PLAN_ROW_WISE] else h * w
+    with_counts = plan[PLAN_COUNTS] != 0
     size = _emit(flat, row_len, lab, off, with_counts, np.empty(0, np.uint8), False)
     out = np.empty(size, np.uint8)
     _emit(flat, row_len, lab, off, with_counts, out, True)
@@ -1503,23 +1530,30 @@ def rle_texts(counts, offsets, sizes, h, w, policy, threshold, py, px, fg_ids, l
     """Batch of :func:`rle_text` over already decoded runs (see :func:`rle_grids`).
 
     Returns ``(bytes, text_offsets)``: text ``n`` is ``bytes[text_offsets[n]:text_offsets[n+1]]``.
+    Each text is written once, into a buffer that grows (doubling) when what is left could be
+    too small for the longest text a grid can give.
     """
     N = sizes.shape[0]
-    flats = np.empty((N, h * w), np.int64)
-    lens = np.zeros(N + 1, np.int64)
+    cum = np.zeros(N + 1, np.int64)
     row_len = w if row_wise else h * w
-    empty = np.empty(0, np.uint8)
+    longest = 0
+    for k in range(off.shape[0] - 1):
+        longest = max(longest, off[k + 1] - off[k])
+    bound = h * w * (longest + 4 + _n_digits(h * w)) + h * 2 + 1  # one run per cell, at worst
+    out = np.empty(max(bound, N * 64), np.uint8)
+    grid = np.empty((h, w), np.int32)
+    p = 0
     for n in range(N):
-        grid = np.empty((h, w), np.int32)
         _one_rle_grid(counts[offsets[n] : offsets[n + 1]], sizes[n, 0], sizes[n, 1], h, w,
                       policy, threshold, py[n], px[n], grid)
-        flats[n] = _binary_flat(grid, fg_ids[n])
-        lens[n + 1] = _emit(flats[n], row_len, lab, off, with_counts, empty, False)
-    cum = np.cumsum(lens)
-    out = np.empty(cum[N], np.uint8)
-    for n in range(N):
-        _emit(flats[n], row_len, lab, off, with_counts, out[cum[n] : cum[n + 1]], True)
-    return out, cum
+        flat = _binary_flat(grid, fg_ids[n])
+        if p + bound > out.shape[0]:
+            grown = np.empty(max(2 * out.shape[0], p + bound), np.uint8)
+            grown[:p] = out[:p]
+            out = grown
+        p += _emit(flat, row_len, lab, off, with_counts, out[p:], True)
+        cum[n + 1] = p
+    return out[:p], cum
 
 
 # --------------------------------------------------------------------------- text decoding
@@ -1675,20 +1709,8 @@ def parse_runs(body, lab, off, infer):
 
 
 @njit(cache=True)
-def decode_grid(body, lab, off, infer, h_given, w_given, max_cells):
-    """Fast path of the grid-text decoder: parse, check the shape, fill the grid, in one call.
-
-    ``h_given``/``w_given`` are -1 when the grid size is to be inferred (a one-line text is
-    I-RLE, square when its total is a perfect square, else one row; otherwise rows are
-    lines and the width is the first row's sum). Returns ``(ok, grid, new_spans, fmt)``
-    with ``fmt`` 0 R-RLE, 1 I-SD, 2 I-RLE and ``new_spans[k] = (start, end)`` of the k-th
-    inferred label in ``body``. ``ok`` is False for any text the encoders would not write
-    for this grid size; the caller then runs the repairing parser.
-    """
-    fail = (False, np.zeros((0, 0), np.int32), np.zeros((0, 2), np.int64), 0)
-    ok, ids, counts, row_ends, n_runs, n_rows, counted, ns, ne = parse_runs(body, lab, off, infer)
-    if not ok or counted < 0:
-        return fail
+def _grid_layout(counts, row_ends, n_runs, n_rows, counted, h_given, w_given, max_cells):
+    """The grid shape of parsed runs: ``(ok, h, w, fmt)`` (see :func:`decode_grid`)."""
     total = 0
     for k in range(n_runs):
         total += counts[k]
@@ -1706,12 +1728,12 @@ def decode_grid(body, lab, off, infer, h_given, w_given, max_cells):
         else:
             h, w = h_given, w_given
             if total != h * w:
-                return fail
+                return False, 0, 0, 0
         fmt = 1 if counted == 0 else (2 if h > 1 else 0)
     else:
         h = n_rows if h_given < 0 else h_given
         if n_rows != h:
-            return fail
+            return False, 0, 0, 0
         w = w_given
         k = 0
         for r in range(n_rows):
@@ -1722,22 +1744,82 @@ def decode_grid(body, lab, off, infer, h_given, w_given, max_cells):
             if w < 0:
                 w = row_sum
             if row_sum != w:
-                return fail
+                return False, 0, 0, 0
         fmt = 1 if counted == 0 else 0
     if h * w > max_cells:
-        return fail
-    grid = np.empty((h, w), np.int32)
-    flat = grid.reshape(h * w)
+        return False, 0, 0, 0
+    return True, h, w, fmt
+
+
+@njit(cache=True)
+def _fill_runs(ids, counts, n_runs, flat):
     p = 0
     for k in range(n_runs):
         v = ids[k]
         for _ in range(counts[k]):
             flat[p] = v
             p += 1
+
+
+@njit(cache=True)
+def decode_grid(body, lab, off, infer, h_given, w_given, max_cells):
+    """Fast path of the grid-text decoder: parse, check the shape, fill the grid, in one call.
+
+    ``h_given``/``w_given`` are -1 when the grid size is to be inferred (a one-line text is
+    I-RLE, square when its total is a perfect square, else one row; otherwise rows are
+    lines and the width is the first row's sum). Returns ``(ok, grid, new_spans, fmt)``
+    with ``fmt`` 0 R-RLE, 1 I-SD, 2 I-RLE and ``new_spans[k] = (start, end)`` of the k-th
+    inferred label in ``body``. ``ok`` is False for any text the encoders would not write
+    for this grid size; the caller then runs the repairing parser.
+    """
+    fail = (False, np.zeros((0, 0), np.int32), np.zeros((0, 2), np.int64), 0)
+    ok, ids, counts, row_ends, n_runs, n_rows, counted, ns, ne = parse_runs(body, lab, off, infer)
+    if not ok or counted < 0:
+        return fail
+    ok, h, w, fmt = _grid_layout(counts, row_ends, n_runs, n_rows, counted, h_given, w_given, max_cells)
+    if not ok:
+        return fail
+    grid = np.empty((h, w), np.int32)
+    _fill_runs(ids, counts, n_runs, grid.reshape(h * w))
     spans = np.empty((ns.shape[0], 2), np.int64)
     spans[:, 0] = ns
     spans[:, 1] = ne
     return True, grid, spans, fmt
+
+
+@njit(cache=True)
+def decode_grid_into(body, lab, off, out):
+    """:func:`decode_grid` for a known vocabulary and grid size: the ids are written into the
+    C-contiguous ``(h, w)`` array ``out`` (any integer dtype that holds them). Returns the
+    format code, or -1 when the text is not what the encoders write (``out`` is then junk)."""
+    h, w = out.shape
+    ok, ids, counts, row_ends, n_runs, n_rows, counted, ns, ne = parse_runs(body, lab, off, False)
+    if not ok or counted < 0:
+        return -1
+    ok, h, w, fmt = _grid_layout(counts, row_ends, n_runs, n_rows, counted, h, w, h * w)
+    if not ok:
+        return -1
+    _fill_runs(ids, counts, n_runs, out.reshape(h * w))
+    return fmt
+
+
+@njit(cache=True)
+def id_range(grid):
+    """``(min, max)`` of an integer grid (``(0, 0)`` when empty)."""
+    lo = np.int64(0)
+    hi = np.int64(0)
+    first = True
+    for v in grid.ravel():
+        x = np.int64(v)
+        if first:
+            lo = x
+            hi = x
+            first = False
+        elif x < lo:
+            lo = x
+        elif x > hi:
+            hi = x
+    return lo, hi
 
 
 @njit(cache=True)

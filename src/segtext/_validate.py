@@ -140,6 +140,26 @@ def pillow_index(n_pixels: int, n_cells: int) -> np.ndarray:
 
 
 _EMPTY = np.zeros(0, np.int64)
+_COCO = None
+
+
+def _coco() -> Any:
+    """:mod:`segtext.coco`, imported on first use (it imports this module)."""
+    global _COCO
+    if _COCO is None:
+        from segtext import coco
+
+        _COCO = coco
+    return _COCO
+
+
+def _samples(sides: np.ndarray, n_cells: int) -> np.ndarray:
+    """``(N, n_cells)``: the Pillow NEAREST samples of each image side in ``sides``."""
+    if sides.size == 0:
+        return np.zeros((0, n_cells), np.int64)
+    distinct, inverse = np.unique(sides, return_inverse=True)
+    table = np.stack([pillow_index(int(n), n_cells) for n in distinct.tolist()])
+    return table[inverse.reshape(-1)]
 
 
 class RleCall(NamedTuple):
@@ -159,11 +179,9 @@ class RleCall(NamedTuple):
 
 def rle_call(rle: Any, grid_size: Any, policy: str, threshold: float) -> RleCall:
     """Check an RLE, a grid size and a policy; the nearest samples when needed."""
-    from segtext.coco import rle_source
-
     h, w = grid_size_arg(grid_size)
     code = policy_code(policy, threshold)
-    data, compressed, (H, W) = rle_source(rle)
+    data, compressed, (H, W) = _coco().rle_source(rle)
     check_fits((H, W), (h, w))
     py = pillow_index(H, h) if code == 0 else _EMPTY
     px = pillow_index(W, w) if code == 0 else _EMPTY
@@ -186,18 +204,18 @@ class RlesCall(NamedTuple):
 
 def rles_call(rles: Any, grid_size: Any, policy: str, threshold: float) -> RlesCall:
     """:func:`rle_call` for a batch: all runs decoded, sizes checked, samples stacked."""
-    from segtext.coco import rles_runs
-
     h, w = grid_size_arg(grid_size)
     code = policy_code(policy, threshold)
-    counts, offsets, sizes = rles_runs(rles)
-    for n, (H, W) in enumerate(sizes.tolist()):
-        if h > H or w > W:
-            raise ValueError(f"rles[{n}]: grid_size {(h, w)} is larger than the image {(H, W)}")
+    counts, offsets, sizes = _coco().rles_runs(rles)
+    small = np.flatnonzero((sizes[:, 0] < h) | (sizes[:, 1] < w))
+    if small.size:
+        n = int(small[0])
+        H, W = sizes[n].tolist()
+        raise ValueError(f"rles[{n}]: grid_size {(h, w)} is larger than the image {(H, W)}")
     N = len(sizes)
-    if code == 0:
-        py = np.array([pillow_index(H, h) for H in sizes[:, 0].tolist()], np.int64).reshape(N, h)
-        px = np.array([pillow_index(W, w) for W in sizes[:, 1].tolist()], np.int64).reshape(N, w)
+    if code == 0:  # one Pillow lookup per distinct side, then gathered
+        py = _samples(sizes[:, 0], h)
+        px = _samples(sizes[:, 1], w)
     else:
         py = px = np.zeros((N, 0), np.int64)
     return RlesCall(counts, offsets, sizes, h, w, code, float(threshold), py, px)

@@ -168,6 +168,13 @@ def rle_source(rle: dict, where: str = "rle") -> tuple[np.ndarray, bool, tuple[i
         >>> data.tolist(), compressed, size
         ([1, 5], False, (2, 3))
     """
+    if type(rle) is dict:  # the common case (a compressed string, a list size), checked cheaply
+        counts = rle.get("counts")
+        size = rle.get("size")
+        if type(counts) is str and type(size) is list and len(size) == 2 and counts.isascii():
+            H, W = size
+            if type(H) is int and type(W) is int and 1 <= H <= 32768 and 1 <= W <= 32768:
+                return np.frombuffer(counts.encode("ascii"), np.uint8), True, (H, W)
     H, W = _size(rle, where)
     counts = rle["counts"]
     if isinstance(counts, str):
@@ -222,6 +229,9 @@ def rles_runs(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         >>> c.tolist(), o.tolist(), s.tolist()
         ([1, 1, 1], [0, 2, 3], [[1, 2], [1, 1]])
     """
+    fast = _compressed_batch(rles)
+    if fast is not None:
+        return fast
     if isinstance(rles, dict) or not isinstance(rles, Sequence):
         raise TypeError(f"rles must be a sequence of COCO RLE dicts, got {type(rles).__name__}")
     N = len(rles)
@@ -269,6 +279,42 @@ def rles_runs(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     counts_all = np.concatenate(parts) if N else np.zeros(0, np.int64)
     _check_totals(counts_all, offsets, sizes)
     return counts_all, offsets, sizes
+
+
+def _is_size(size: Any) -> bool:
+    return (type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int
+            and 1 <= size[0] <= 32768 and 1 <= size[1] <= 32768)
+
+
+def _compressed_batch(rles: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`rles_runs` of the common batch (a list of dicts, every one with a compressed
+    string and a list size) without a Python step per mask beyond reading it; None for any
+    other batch, which the general path then reads (and names what is wrong)."""
+    if type(rles) not in (list, tuple) or not rles:
+        return None
+    try:
+        strings = [r["counts"] for r in rles if type(r) is dict]
+        size_list = [r["size"] for r in rles]
+    except (KeyError, TypeError):
+        return None
+    if len(strings) != len(rles) or not all(type(c) is str for c in strings):
+        return None
+    if not all(map(_is_size, size_list)):
+        return None
+    joined = "".join(strings)
+    if not joined.isascii():
+        return None
+    buf = np.frombuffer(joined.encode("ascii"), np.uint8)
+    starts = np.zeros(len(strings) + 1, np.int64)
+    np.cumsum([len(c) for c in strings], out=starts[1:])
+    flat, cum, status = K.decode_coco_counts_batch(buf, starts)
+    bad = np.flatnonzero(status)
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"rles[{k}]: compressed RLE counts {_STATUS_TEXT[int(status[k])]}")
+    sizes = np.array(size_list, np.int64)
+    _check_totals(flat, cum, sizes)
+    return flat, cum, sizes
 
 
 def _check_totals(counts: np.ndarray, offsets: np.ndarray, sizes: np.ndarray) -> None:

@@ -263,6 +263,19 @@ def rles_to_grids(
 # --------------------------------------------------------------------------- grid -> mask
 
 
+def _smallest_dtype(g: np.ndarray) -> np.dtype:
+    """The smallest unsigned dtype holding every id of ``g`` (bool stays bool)."""
+    if g.dtype == np.bool_ or g.dtype == np.uint8:
+        return g.dtype
+    lo, hi = K.id_range(g)
+    if lo < 0:
+        return g.dtype
+    for t in (np.uint8, np.uint16, np.uint32):
+        if hi <= np.iinfo(t).max:
+            return np.dtype(t)
+    return np.dtype(np.uint64)
+
+
 def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact",
                  dtype: Any = None) -> np.ndarray:
     """Expand an ``(h, w)`` grid to an ``(H, W)`` mask; every pixel takes its cell's value.
@@ -272,13 +285,17 @@ def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact",
         image_size: ``(H, W)`` of the output; ``H >= 1``, ``W >= 1``.
         method: ``"exact"`` (the cell geometry above; the inverse of :func:`mask_to_grid`)
             or ``"t4s"`` (Text4Seg's PyTorch ``nearest`` upsampling, ``floor(y*h/H)``).
-        dtype: of the result (an integer or bool dtype); by default the grid's.
+        dtype: of the result (an integer or bool dtype); by default the smallest unsigned
+            dtype that holds the grid's ids (``uint8`` up to id 255, then ``uint16``,
+            ``uint32``, ``uint64``), ``bool`` for a bool grid, and the grid's own dtype
+            when it holds a negative id.
 
     Returns:
         ``(H, W)`` array.
 
     Raises:
-        ValueError: grid not 2-D or empty, bad image size, unknown method.
+        ValueError: grid not 2-D or empty, bad image size, unknown method, an id that
+            ``dtype`` cannot hold (``dtype=bool`` is the foreground: any id but 0).
         TypeError: grid not an array of integers or bools.
 
     Example:
@@ -295,11 +312,19 @@ def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact",
     if method not in _UPSAMPLE_METHODS:
         raise ValueError(f"method must be one of {_UPSAMPLE_METHODS}, got {method!r}")
     t4s = method == "t4s"
-    out_dtype = g.dtype if dtype is None else np.dtype(dtype)
+    out_dtype = _smallest_dtype(g) if dtype is None else np.dtype(dtype)
     if out_dtype.kind not in "biu":
         raise TypeError(f"dtype must be an integer or bool dtype, got {out_dtype}")
+    if out_dtype == np.bool_:  # foreground: any id but 0
+        fg = (g != 0).view(np.uint8) if g.dtype != np.bool_ else g.view(np.uint8)
+        return K.expand(fg, t4s, np.empty((H, W), np.uint8)).view(np.bool_)
     if g.dtype == np.bool_:
         g = g.view(np.uint8)
-    if out_dtype == np.bool_:
-        return K.expand(g, t4s, np.empty((H, W), np.uint8)).view(np.bool_)
+    elif dtype is not None and not np.can_cast(g.dtype, out_dtype):
+        lo, hi = K.id_range(g)
+        info = np.iinfo(out_dtype)
+        if lo < info.min or hi > info.max:
+            raise ValueError(f"grid holds id {hi if hi > info.max else lo}, which dtype {out_dtype} "
+                             "cannot hold; give a larger dtype (or none: the smallest that holds "
+                             "every id is chosen)")
     return K.expand(g, t4s, np.empty((H, W), out_dtype))

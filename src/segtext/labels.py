@@ -57,6 +57,16 @@ def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
         >>> st.check_labels(["others", "dog"])
         ('others', 'dog')
     """
+    if type(labels) is tuple and labels:  # the common cases first: no ABC check, one cache lookup
+        try:
+            return _checked(labels)
+        except TypeError:  # an unhashable item; the checks below name it
+            pass
+    elif type(labels) is list and labels:
+        try:
+            return _checked(tuple(labels))
+        except TypeError:
+            pass
     if isinstance(labels, str) or not isinstance(labels, Sequence):
         raise TypeError(f"labels must be a list of str, got {type(labels).__name__}")
     if len(labels) == 0:

@@ -52,8 +52,16 @@ from typing import Any
 import numpy as np
 
 from segtext import _kernels as K
-from segtext._validate import as_array, grid_size_arg, rle_call, rles_call
-from segtext.coco import check_status
+from segtext._validate import (
+    as_array,
+    check_fits,
+    grid_size_arg,
+    image_size_arg,
+    pillow_index,
+    policy_code,
+    rles_call,
+)
+from segtext.coco import check_status, rle_source
 from segtext.grid import grid_to_mask
 from segtext.labels import (
     BACKGROUND,
@@ -210,14 +218,45 @@ def rle_to_text(
     """
     labels = check_labels((background, label))
     refuse_background_alias(labels)
-    row_wise, with_counts = _format_flags(format)
-    a = rle_call(rle, grid_size, policy, threshold)
+    data, compressed, (H, W) = rle_source(rle)
+    plan = _text_plan(H, W, grid_size, policy, threshold, format)
     buf, off, canon = label_table(labels)
-    out, status = K.rle_text(a.data, a.compressed, a.H, a.W, a.h, a.w, a.policy, a.threshold, a.py,
-                             a.px, int(canon[1]), buf, off, row_wise, with_counts)
-    H, W = a.H, a.W
-    check_status(status, "rle", H, W)
+    out, status = K.rle_text(data, compressed, plan, float(threshold), canon[1], buf, off)
+    if status:
+        check_status(status, "rle", H, W)
     return _readable(out.tobytes().decode("utf-8"))
+
+
+_PLANS: dict[tuple, np.ndarray] = {}
+
+
+def _text_plan(H: int, W: int, grid_size: Any, policy: str, threshold: float, format: str) -> np.ndarray:
+    """The checked sizes, policy, format and nearest samples of one :func:`rle_to_text` call,
+    packed as the kernel reads them (``K.PLAN_*``); cached per distinct call shape."""
+    key = (H, W, grid_size, policy, format)
+    try:
+        plan = _PLANS.get(key) if type(grid_size) is not bool else None
+    except TypeError:  # an unhashable grid_size (a list): checked below
+        plan = None
+    if plan is not None and type(threshold) is float and 0.0 < threshold <= 1.0:
+        return plan
+    h, w = grid_size_arg(grid_size)
+    code = policy_code(policy, threshold)
+    row_wise, with_counts = _format_flags(format)
+    check_fits((H, W), (h, w))
+    if code == 0:
+        samples = np.concatenate([pillow_index(H, h), pillow_index(W, w)])
+    else:
+        samples = np.zeros(h + w, np.int64)
+    plan = np.concatenate([np.array([H, W, h, w, code, row_wise, with_counts], np.int64), samples])
+    plan.setflags(write=False)
+    if len(_PLANS) >= 4096:
+        _PLANS.clear()
+    try:
+        _PLANS[key] = plan
+    except TypeError:  # an unhashable grid_size that still passed the checks (a list)
+        pass
+    return plan
 
 
 def rles_to_texts(
@@ -273,6 +312,9 @@ def rles_to_texts(
                            fg_ids, buf, off, row_wise, with_counts)
     raw = out.tobytes()
     bounds = cum.tolist()
+    if N and int(np.diff(cum).max()) <= MAX_TEXT_LENGTH and raw.isascii():
+        whole = raw.decode("ascii")  # byte offsets are character offsets: slice once decoded
+        return [whole[a:b] for a, b in zip(bounds, bounds[1:])]
     return [_readable(raw[bounds[n] : bounds[n + 1]].decode("utf-8"), f"rles[{n}]: ") for n in range(N)]
 
 
@@ -284,7 +326,8 @@ class DecodedGrid:
     """What :func:`decode_rrle` returns.
 
     Attributes:
-        grid: ``int32`` array ``(h, w)`` of ids into ``labels``.
+        grid: ``(h, w)`` array of ids into ``labels``, in the smallest unsigned dtype that
+            holds them all (``uint8`` up to 256 labels, then ``uint16``, ``uint32``).
         labels: text of each id; ``labels[0]`` is the background.
         repairs: every fix made (empty for a clean text).
         format: ``"rrle"``, ``"isd"`` or ``"irle"``, as read from the text.
@@ -323,16 +366,21 @@ class DecodedGrid:
         Args:
             image_size: ``(H, W)``.
             method: ``"exact"`` (inverse of the cell policies) or ``"t4s"`` (Text4Seg's).
-            dtype: of the result; by default ``uint8`` when every id fits, else ``int32``.
+            dtype: of the result; by default the grid's (the smallest unsigned dtype that
+                holds every id: ``uint8`` up to 256 labels, then ``uint16``, ``uint32``).
 
         Example:
             >>> import segtext as st
             >>> st.decode_rrle("others *1| cat *1\\n").to_mask((1, 4)).tolist()
             [[0, 0, 1, 1]]
         """
-        if dtype is None:
-            dtype = np.uint8 if len(self.labels) <= 256 else np.int32
-        return grid_to_mask(self.grid, image_size, method=method, dtype=dtype)
+        g = self.grid
+        if (dtype is None and type(g) is np.ndarray and g.ndim == 2 and g.dtype.kind == "u"
+                and g.flags.c_contiguous and g.size and (method == "exact" or method == "t4s")):
+            H, W = image_size_arg(image_size)  # the decoder's own grid: no other check needed
+            return K.expand(g, method == "t4s", np.empty((H, W), g.dtype))
+        return grid_to_mask(g, image_size, method=method,
+                            dtype=id_dtype(len(self.labels)) if dtype is None else dtype)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -455,10 +503,25 @@ class _Vocab:
 _FORMAT_CODES = ("rrle", "isd", "irle")
 
 
+def id_dtype(n_labels: int) -> np.dtype:
+    """The smallest unsigned dtype that holds the ids ``0 .. n_labels - 1``."""
+    if n_labels <= 256:
+        return _UINT8
+    return np.dtype(np.uint16) if n_labels <= 65536 else np.dtype(np.uint32)
+
+
+_UINT8 = np.dtype(np.uint8)
+
+
 def _fast(body: str, labels: tuple[str, ...] | None,
           grid_size: tuple[int, int] | None) -> tuple[np.ndarray, list[str], str] | None:
     """Decode a well-formed body in the compiled parser; None when anything is off."""
     raw = body.encode("utf-8")
+    if labels is not None and grid_size is not None:  # the common case: straight into the grid
+        buf, off, _ = label_table(labels)
+        grid = np.empty(grid_size, id_dtype(len(labels)))
+        fmt = K.decode_grid_into(np.frombuffer(raw, np.uint8), buf, off, grid)
+        return None if fmt < 0 else (grid, list(labels), _FORMAT_CODES[fmt])
     buf, off, _ = label_table((BACKGROUND,) if labels is None else labels)
     h, w = (-1, -1) if grid_size is None else grid_size
     ok, grid, spans, fmt = K.decode_grid(np.frombuffer(raw, np.uint8), buf, off, labels is None,
@@ -471,7 +534,7 @@ def _fast(body: str, labels: tuple[str, ...] | None,
             return None  # "Others" beside "others", "dog." beside "dog": the full parser repairs it
     else:
         out = list(labels)
-    return grid, out, _FORMAT_CODES[fmt]
+    return grid.astype(id_dtype(len(out))), out, _FORMAT_CODES[fmt]
 
 
 def _digits_value(digits: str, cap: int) -> int:
@@ -859,9 +922,12 @@ def decode_rrle(
     vocab = None if labels is None else check_labels(labels)
     size = None if grid_size is None else grid_size_arg(grid_size)
     if mode == "t4s":
-        return _decode_t4s(text, vocab, size, unknown)
+        return _compact(_decode_t4s(text, vocab, size, unknown))
     text, log = bounded_log(text, strict=mode == "strict")
-    body, base, second = _extract(text, log)
+    if "<" in text:
+        body, base, second = _extract(text, log)
+    else:  # no tag in any case: the whole text is the body
+        body, base, second = text, 0, -1
     fast = _fast(body, vocab, size)
     if fast is not None:
         grid, out_labels, fmt = fast
@@ -869,4 +935,10 @@ def decode_rrle(
         return DecodedGrid(grid, out_labels, log.repairs, fmt)
     res = _decode_full(text, body, base, vocab, size, unknown, log)
     _second_block(second, log)
+    return _compact(res)
+
+
+def _compact(res: DecodedGrid) -> DecodedGrid:
+    """The grid in the smallest unsigned dtype that holds every id of ``res.labels``."""
+    res.grid = res.grid.astype(id_dtype(len(res.labels)), copy=False)
     return res
