@@ -20,6 +20,8 @@ Conventions
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numba import njit
 
@@ -293,36 +295,106 @@ def expand(grid, t4s, out):
     return upsample(grid, cell_starts(H, h), cell_starts(W, w), out)
 
 
+_LITTLE_ENDIAN = sys.byteorder == "little"
+_U8 = np.uint64(8)
+_U56 = np.uint64(56)
+_ONE = np.uint64(1)
+_U58 = np.uint64(58)
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)  # a de Bruijn sequence: bit index of a power of 2
+_DEBRUIJN_INDEX = np.zeros(64, np.uint8)
+for _i in range(64):
+    _DEBRUIJN_INDEX[((1 << _i) * 0x03F79D71B4CB0A89 % 2**64) >> 58] = _i
+del _i
+
+
+@njit(cache=True)
+def _cell_words(grid):
+    """A C-contiguous 0/1 ``uint8`` grid as ``(h, w // 8)`` ``uint64`` words (cell ``8k + b``
+    of a row is byte ``b`` of word ``k``), or a ``(h, 0)`` array when that does not hold
+    (``w`` not a multiple of 8, a big-endian machine): then the cells are read one by one."""
+    gh, gw = grid.shape
+    if gw % 8 != 0 or not _LITTLE_ENDIAN:
+        return np.empty((gh, 0), np.uint64)
+    return grid.reshape(gh * gw).view(np.uint64).reshape(gh, gw // 8)
+
+
+@njit(cache=True, inline="always")
+def _row_runs(grid, words, r, cs, x0, xa, xn):
+    """Runs of 1 cells of the 0/1 grid row ``r``, as pixel spans ``xa[k] .. xa[k] + xn[k]``
+    (columns from ``x0``, cell starts ``cs``). Returns how many; empty spans are left out.
+
+    With ``words`` (see :func:`_cell_words`) eight cells are compared with their left
+    neighbours at once (``w ^ (w << 8)``): a word without a change of value is skipped, so
+    a row costs its words and its run ends rather than its cells.
+    """
+    gw = grid.shape[1]
+    n = 0
+    start = -1  # first cell of the run being read, -1 outside a run
+    if words.shape[1] > 0:
+        prev = np.uint64(0)  # the cell left of cell 0 counts as 0
+        for k in range(words.shape[1]):
+            w = words[r, k]
+            t = w ^ ((w << _U8) | (prev >> _U56))
+            prev = w
+            while t != 0:  # one step per change of value: its byte is the lowest set bit's
+                low = t & (~t + _ONE)
+                c = 8 * k + np.int64(_DEBRUIJN_INDEX[(low * _DEBRUIJN) >> _U58]) // 8
+                t ^= low
+                if start < 0:
+                    start = c
+                else:
+                    if cs[c] > cs[start]:
+                        xa[n] = x0 + cs[start]
+                        xn[n] = cs[c] - cs[start]
+                        n += 1
+                    start = -1
+    else:
+        for c in range(gw):
+            if grid[r, c] != 0:
+                if start < 0:
+                    start = c
+            elif start >= 0:
+                if cs[c] > cs[start]:
+                    xa[n] = x0 + cs[start]
+                    xn[n] = cs[c] - cs[start]
+                    n += 1
+                start = -1
+    if start >= 0 and cs[gw] > cs[start]:
+        xa[n] = x0 + cs[start]
+        xn[n] = cs[gw] - cs[start]
+        n += 1
+    return n
+
+
 @njit(cache=True)
 def paste(grid, out, y0, y1, x0, x1):
     """Set to 1 the pixels of the window ``out[y0:y1, x0:x1]`` whose cell (exact geometry)
-    is non-zero, leaving the others as they are: one object pasted into a canvas.
+    is 1, leaving the others as they are: one object pasted into a canvas. ``grid`` is a
+    C-contiguous ``uint8`` array of 0 and 1.
 
-    Works run by run: each run of non-zero cells in a grid row is one rectangle of pixels,
-    filled row by row. The window must lie inside ``out``; the caller checks.
+    Works run by run: each run of non-zero cells in a grid row is one rectangle of pixels;
+    the runs of a grid row are found once and written to every pixel row the grid row
+    covers (loops counted from 0, which the compiler vectorises). The window must lie
+    inside ``out``; the caller checks.
     """
     gh, gw = grid.shape
     rs = cell_starts(y1 - y0, gh)
     cs = cell_starts(x1 - x0, gw)
+    xa = np.empty(gw, np.int64)
+    xn = np.empty(gw, np.int64)
+    words = _cell_words(grid)
     for r in range(gh):
         if rs[r + 1] == rs[r]:
             continue
-        g = grid[r]
-        c = 0
-        while c < gw:
-            while c < gw and g[c] == 0:
-                c += 1
-            if c == gw:
-                break
-            a = c
-            while c < gw and g[c] != 0:
-                c += 1
-            xa = x0 + cs[a]
-            xb = x0 + cs[c]
-            for y in range(y0 + rs[r], y0 + rs[r + 1]):
-                o = out[y, xa:xb]
-                for x in range(xb - xa):
-                    o[x] = 1
+        n = _row_runs(grid, words, r, cs, x0, xa, xn)
+        for y in range(y0 + rs[r], y0 + rs[r + 1]):
+            o = out[y]
+            for k in range(n):
+                a = xa[k]
+                if a < 0:  # never: the guard tells the compiler a + i >= 0 (no wraparound)
+                    continue
+                for i in range(xn[k]):
+                    o[a + i] = 1
     return out
 
 
@@ -1005,7 +1077,10 @@ def _read_bricks(body, p, n, tab, toff, S, max_run, row_wise, flat):
         p = _part_at(body, e, n, tab, toff, _BRICK + 2 + kind)
         if p < 0:
             return -1
-        flat[filled : filled + k] = kind
+        if filled < 0:  # never: tells the compiler the fill below needs no index wraparound
+            return -1
+        for j in range(k):
+            flat[filled + j] = kind
         filled += k
     return p
 
@@ -1042,7 +1117,7 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale, max_objects):
     the ``0..scale`` grid and mapped back to pixel edges (first corner floored, second
     ceiled), or read as pixels when ``scale`` is 0. Text outside blocks is skipped. Returns
     ``(ok, meta, grids)``: one row ``(label_start, label_end, x1, y1, x2, y2)`` per object
-    (label byte span, box in pixel edges) and the ``S x S`` cells of each; ``ok`` is False at
+    (label byte span, box in pixel edges) and the ``S x S`` bool cells of each; ``ok`` is False at
     the first deviation, including a box that covers no pixel and a block past ``max_objects``
     (the caller then runs the repairing parser).
     """
@@ -1051,7 +1126,7 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale, max_objects):
     hi_y = H if scale == 0 else scale
     cap = 2
     meta = np.empty((cap, 6), np.int64)
-    grids = np.empty((cap, S, S), np.uint8)
+    grids = np.empty((cap, S, S), np.bool_)
     q = np.empty(4, np.int64)
     m = 0
     p = 0
@@ -1086,7 +1161,7 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale, max_objects):
             more = np.empty((cap, 6), np.int64)
             more[:m] = meta
             meta = more
-            more_grids = np.empty((cap, S, S), np.uint8)
+            more_grids = np.empty((cap, S, S), np.bool_)
             more_grids[:m] = grids
             grids = more_grids
         meta[m, 0] = start

@@ -342,11 +342,10 @@ def _config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any, fg_to
 
 def _fast_bsd(raw: bytes, cfg: _Config, H: int, W: int) -> list[BsdObject] | None:
     """Objects of a text whose blocks are exactly as :func:`encode_bsd` writes them, else None."""
-    ok, meta, grids = K.parse_bsd(np.frombuffer(raw, np.uint8), cfg.tab, cfg.toff, cfg.S, cfg.max_run,
-                                  cfg.row_wise, H, W, cfg.spelling.scale or 0, _max_objects(cfg))
+    ok, meta, cells = K.parse_bsd(np.frombuffer(raw, np.uint8), cfg.tab, cfg.toff, cfg.S, cfg.max_run,
+                                  cfg.row_wise, H, W, cfg.spelling.scale or 0, MAX_BRICK_CELLS // (cfg.S * cfg.S))
     if not ok:
         return None
-    cells = grids.view(bool)
     size = (H, W)
     return [BsdObject(raw[a:b].decode("utf-8"), (x1, y1, x2, y2), cells[i], size)
             for i, (a, b, x1, y1, x2, y2) in enumerate(meta.tolist())]
@@ -539,18 +538,31 @@ class BsdObject:
 _BOOL = np.dtype(bool)
 
 
-def _paste(obj: BsdObject, canvas: np.ndarray) -> None:
-    """OR the object's cells, enlarged to its box, into ``canvas`` (C-ordered uint8)."""
+def _own(obj: BsdObject, H: int, W: int) -> tuple | None:
+    """``(cells, x0, y0, x1, y1)`` of an object as the decoder makes them (a tuple box of ints
+    inside ``H x W``, a C-contiguous 2-D bool cell array), ready for the kernels; None for any
+    other."""
     box = obj.box
     cells = obj.bricks
-    H, W = canvas.shape
-    if type(box) is tuple and len(box) == 4 and type(cells) is np.ndarray and cells.dtype is _BOOL \
-            and cells.ndim == 2 and cells.size:
+    if type(box) is tuple and len(box) == 4 and type(cells) is np.ndarray and cells.dtype == _BOOL \
+            and cells.ndim == 2 and cells.size and cells.flags.c_contiguous:
         x0, y0, x1, y1 = box
         if type(x0) is int and type(y0) is int and type(x1) is int and type(y1) is int \
                 and 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H:
-            K.paste(cells.view(np.uint8), canvas, y0, y1, x0, x1)
-            return
+            return cells.view(np.uint8), x0, y0, x1, y1
+    return None
+
+
+def _paste(obj: BsdObject, canvas: np.ndarray) -> None:
+    """OR the object's cells, enlarged to its box, into ``canvas`` (C-ordered uint8)."""
+    H, W = canvas.shape
+    own = _own(obj, H, W)
+    if own is not None:
+        cells, x0, y0, x1, y1 = own
+        K.paste(cells, canvas, y0, y1, x0, x1)
+        return
+    box = obj.box
+    cells = obj.bricks
     # not the decoder's own kind of object: check it, with a clear message
     try:
         x0, y0, x1, y1 = (operator.index(v) for v in box)
