@@ -51,7 +51,8 @@ BSD_SIDES = (32, 48, 64, 80)
 ISD_SIDES = (16, 24, 32)
 SCALE = 1000  # box coordinates on the 0..1000 scale (the "norm1000" preset)
 MAX_RUN = 63
-SPEED_TARGET = 20.0
+SPEED_TARGET = 20.0  # encode (the B-SD issue)
+DECODE_TARGET = 18.0  # decode to the full (H, W) mask (issue 9)
 
 # Figures quoted in issue 3, "measured on this data with a simple script": (gIoU, runs or bricks per mask).
 ISSUE_FIGURES = {("B-SD", 64): (0.988, 142.0), ("I-SD", 16): (0.31, None)}
@@ -390,7 +391,7 @@ def main(argv=None) -> int:
             t_ref_dec = per_mask(each(lambda t, sz, S=S: ref_decode(t, sz, S, np, Image), texts, sizes))
             t_st_dec = per_mask(each(lambda t, sz, S=S: st.decode_bsd(t, sz, resolution=S).mask(), texts, sizes))
             table.append((f"encode RLE -> B-SD text, S={S}", t_ref_enc, t_st_enc, SPEED_TARGET))
-            table.append((f"decode B-SD text -> (H, W) mask, S={S}", t_ref_dec, t_st_dec, SPEED_TARGET))
+            table.append((f"decode B-SD text -> (H, W) mask, S={S}", t_ref_dec, t_st_dec, DECODE_TARGET))
             if S != 64:
                 continue
             t_ref_arr = per_mask(each(lambda m, lab: ref_encode_mask(m, lab, 64, np), masks, labels))

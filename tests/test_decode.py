@@ -322,3 +322,31 @@ def test_inferred_and_repaired_grids_are_small_too():
     many = "| ".join(f"w{i} *1" for i in range(300)) + "\n"
     res = st.decode_rrle(many, grid_size=(1, 300))  # 301 labels inferred
     assert res.grid.dtype == np.uint16 and res.grid.max() == 300
+
+
+# ------------------------------------------------------------------------------------------ one-call decode
+
+
+@given(data=grids_and_labels(max_h=8, max_w=8), H=hs.integers(8, 40), W=hs.integers(8, 40),
+       mode=hs.sampled_from(["strict", "repair", "t4s"]), damage=hs.booleans(), given_size=hs.booleans())
+def test_image_size_gives_the_expanded_mask_in_the_same_call(data, H, W, mode, damage, given_size):
+    grid, labels = data
+    text = st.encode_rrle(grid, labels)
+    if damage and mode != "strict":
+        text = text[: max(1, len(text) // 2)]  # cut off: the repairing (or Text4Seg's) path
+    size = grid.shape if given_size else None
+    res = st.decode_rrle(text, labels, size, mode=mode, image_size=(H, W))
+    plain = st.decode_rrle(text, labels, size, mode=mode)
+    np.testing.assert_array_equal(res.grid, plain.grid)
+    assert res.repairs == plain.repairs and res.mask.dtype == res.grid.dtype
+    method = "t4s" if mode == "t4s" else "exact"
+    np.testing.assert_array_equal(res.mask, plain.to_mask((H, W), method=method))
+    np.testing.assert_array_equal(res.mask, naive.grid_to_mask(plain.grid, (H, W), method=method))
+    assert plain.mask is None
+
+
+def test_image_size_is_checked():
+    with pytest.raises(ValueError, match="image_size"):
+        st.decode_rrle("others *1\n", image_size=(0, 4))
+    with pytest.raises(TypeError, match="image_size"):
+        st.decode_rrle("others *1\n", image_size=5)

@@ -270,19 +270,35 @@ def upsample(grid, rs, cs, out):
     for r in range(gh):
         if rs[r + 1] == rs[r]:
             continue
-        c = 0
-        while c < gw:  # one run of equal cells at a time
-            v = grid[r, c]
-            e = c + 1
-            while e < gw and grid[r, e] == v:
-                e += 1
-            row[cs[c] : cs[e]] = v
-            c = e
+        if r > 0 and rs[r] > rs[r - 1] and _same_row(grid, r):
+            pass  # the row buffer already holds this grid row
+        else:
+            c = 0
+            while c < gw:  # one run of equal cells at a time
+                v = grid[r, c]
+                e = c + 1
+                while e < gw and grid[r, e] == v:
+                    e += 1
+                a = cs[c]
+                if a < 0:  # never: tells the compiler the fill needs no index wraparound
+                    break
+                for i in range(cs[e] - a):
+                    row[a + i] = v
+                c = e
         for y in range(rs[r], rs[r + 1]):
             o = out[y]
             for x in range(w):
                 o[x] = row[x]
     return out
+
+
+@njit(cache=True, inline="always")
+def _same_row(grid, r):
+    """Whether grid row ``r`` equals row ``r - 1``."""
+    for c in range(grid.shape[1]):
+        if grid[r, c] != grid[r - 1, c]:
+            return False
+    return True
 
 
 @njit(cache=True)
@@ -1091,7 +1107,7 @@ def parse_bricks(body, tab, toff, S, max_run, row_wise):
     ``S*S``. Returns ``(ok, grid)``; any deviation gives ``ok`` False and the caller runs
     the repairing parser."""
     grid = np.zeros((S, S), np.uint8)
-    n = body.shape[0]
+    n = len(body)
     end = _read_bricks(body, 0, n, tab, toff, S, max_run, row_wise, grid.reshape(S * S))
     return end == n, grid
 
@@ -1121,7 +1137,7 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale, max_objects):
     the first deviation, including a box that covers no pixel and a block past ``max_objects``
     (the caller then runs the repairing parser).
     """
-    n = body.shape[0]
+    n = len(body)
     hi_x = W if scale == 0 else scale
     hi_y = H if scale == 0 else scale
     cap = 2
@@ -1695,7 +1711,7 @@ def parse_runs(body, lab, off, infer):
     ``counted`` is 1 if every run had a count, 0 if none had, -1 if mixed. Any deviation makes
     ``ok`` False; the caller then uses the full (repairing) parser.
     """
-    n = body.shape[0]
+    n = len(body)
     cap = n // 2 + 2
     ids = np.empty(cap, np.int32)
     counts = np.empty(cap, np.int64)
@@ -1875,6 +1891,17 @@ def decode_grid_into(body, lab, off, out):
     if not ok:
         return -1
     _fill_runs(ids, counts, n_runs, out.reshape(h * w))
+    return fmt
+
+
+@njit(cache=True)
+def decode_grid_mask(body, lab, off, grid, mask, t4s):
+    """:func:`decode_grid_into` and then :func:`expand` of the grid into ``mask`` (an
+    ``(H, W)`` array of the grid's dtype), in one call. Returns the format code, or -1 (then
+    neither array is filled)."""
+    fmt = decode_grid_into(body, lab, off, grid)
+    if fmt >= 0:
+        expand(grid, t4s, mask)
     return fmt
 
 

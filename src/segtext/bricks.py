@@ -342,7 +342,7 @@ def _config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any, fg_to
 
 def _fast_bsd(raw: bytes, cfg: _Config, H: int, W: int) -> list[BsdObject] | None:
     """Objects of a text whose blocks are exactly as :func:`encode_bsd` writes them, else None."""
-    ok, meta, cells = K.parse_bsd(np.frombuffer(raw, np.uint8), cfg.tab, cfg.toff, cfg.S, cfg.max_run,
+    ok, meta, cells = K.parse_bsd(raw, cfg.tab, cfg.toff, cfg.S, cfg.max_run,
                                   cfg.row_wise, H, W, cfg.spelling.scale or 0, MAX_BRICK_CELLS // (cfg.S * cfg.S))
     if not ok:
         return None
@@ -743,7 +743,7 @@ def _parse_box(inner: str, offset: int, spelling: _Spelling, H: int, W: int,
 def _parse_bricks(body: str, offset: int, cfg: _Config, log: RepairLog) -> np.ndarray:
     S, max_run, row_wise = cfg.S, cfg.max_run, cfg.row_wise
     pattern, pres, posts = cfg.pattern, cfg.prefixes, cfg.suffixes
-    ok, grid = K.parse_bricks(np.frombuffer(body.encode("utf-8"), np.uint8), cfg.tab, cfg.toff, S,
+    ok, grid = K.parse_bricks(body.encode("utf-8"), cfg.tab, cfg.toff, S,
                               max_run, row_wise)
     if ok:
         return grid

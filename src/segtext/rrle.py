@@ -331,6 +331,8 @@ class DecodedGrid:
         labels: text of each id; ``labels[0]`` is the background.
         repairs: every fix made (empty for a clean text).
         format: ``"rrle"``, ``"isd"`` or ``"irle"``, as read from the text.
+        mask: the grid expanded to the ``(H, W)`` label map (``to_mask(image_size)``, in the
+            grid's dtype) when :func:`decode_rrle` was given ``image_size``, else ``None``.
 
     Example:
         >>> import segtext as st
@@ -343,6 +345,7 @@ class DecodedGrid:
     labels: list[str]
     repairs: list[Repair] = field(default_factory=list)
     format: str = "rrle"
+    mask: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:
@@ -513,18 +516,23 @@ def id_dtype(n_labels: int) -> np.dtype:
 _UINT8 = np.dtype(np.uint8)
 
 
-def _fast(body: str, labels: tuple[str, ...] | None,
-          grid_size: tuple[int, int] | None) -> tuple[np.ndarray, list[str], str] | None:
-    """Decode a well-formed body in the compiled parser; None when anything is off."""
+def _fast(body: str, labels: tuple[str, ...] | None, grid_size: tuple[int, int] | None,
+          mask: np.ndarray | None = None) -> tuple[np.ndarray, list[str], str] | None:
+    """Decode a well-formed body in the compiled parser; None when anything is off. With
+    ``mask`` (labels and grid size given, an ``(H, W)`` array of the ids' dtype) the grid is
+    also expanded into it, exactly, in the same call."""
     raw = body.encode("utf-8")
     if labels is not None and grid_size is not None:  # the common case: straight into the grid
         buf, off, _ = label_table(labels)
         grid = np.empty(grid_size, id_dtype(len(labels)))
-        fmt = K.decode_grid_into(np.frombuffer(raw, np.uint8), buf, off, grid)
+        if mask is None:
+            fmt = K.decode_grid_into(raw, buf, off, grid)
+        else:
+            fmt = K.decode_grid_mask(raw, buf, off, grid, mask, False)
         return None if fmt < 0 else (grid, list(labels), _FORMAT_CODES[fmt])
     buf, off, _ = label_table((BACKGROUND,) if labels is None else labels)
     h, w = (-1, -1) if grid_size is None else grid_size
-    ok, grid, spans, fmt = K.decode_grid(np.frombuffer(raw, np.uint8), buf, off, labels is None,
+    ok, grid, spans, fmt = K.decode_grid(raw, buf, off, labels is None,
                                          h, w, MAX_GRID_CELLS)
     if not ok:
         return None
@@ -879,6 +887,7 @@ def decode_rrle(
     grid_size: int | tuple[int, int] | None = None,
     mode: str = "repair",
     unknown: str = "background",
+    image_size: tuple[int, int] | None = None,
 ) -> DecodedGrid:
     """Read a grid back from R-RLE, I-SD or I-RLE text (a model's answer, typically).
 
@@ -893,9 +902,14 @@ def decode_rrle(
         unknown: with ``labels`` given, what an unknown label becomes: ``"background"``,
             ``"nearest"`` (closest label by edit distance), ``"foreground"`` (kept as a label of
             its own, appended to ``labels``) or ``"error"`` (raise).
+        image_size: ``(H, W)``: also expand the grid to the full-size label map
+            (``result.mask``, the same as ``result.to_mask(image_size)``, with Text4Seg's
+            upsampling in ``t4s`` mode), in the same compiled call as the parse when the
+            text is clean and ``labels`` and ``grid_size`` are given: the one-call decode.
 
     Returns:
-        :class:`DecodedGrid` with ``grid``, ``labels``, ``repairs`` and ``format``.
+        :class:`DecodedGrid` with ``grid``, ``labels``, ``repairs``, ``format`` and, with
+        ``image_size``, ``mask``.
 
     Raises:
         DecodeError: in ``strict`` mode, at the first deviation (line, column, expected,
@@ -912,6 +926,8 @@ def decode_rrle(
         >>> res = st.decode_rrle("others *2| dog *1\\n others *4\\n", grid_size=(2, 4))
         >>> res.grid.tolist(), [r.kind for r in res.repairs]
         ([[0, 0, 1, 1], [0, 0, 0, 0]], ['row_too_short'])
+        >>> st.decode_rrle("others *1| dog *1\\n", ["others", "dog"], (1, 2), image_size=(2, 4)).mask.tolist()
+        [[0, 0, 1, 1], [0, 0, 1, 1]]
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
@@ -921,24 +937,41 @@ def decode_rrle(
         raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
     vocab = None if labels is None else check_labels(labels)
     size = None if grid_size is None else grid_size_arg(grid_size)
+    full = None if image_size is None else image_size_arg(image_size)
     if mode == "t4s":
-        return _compact(_decode_t4s(text, vocab, size, unknown))
+        return _compact(_decode_t4s(text, vocab, size, unknown), full, True)
+    mask = None
+    if full is not None and vocab is not None and size is not None:
+        mask = np.empty(full, id_dtype(len(vocab)))
+    tried = "<" not in text and len(text) <= MAX_TEXT_LENGTH  # no tag in any case, nothing cut:
+    if tried:
+        fast = _fast(text, vocab, size, mask)  # a clean text needs no log at all
+        if fast is not None:
+            grid, out_labels, fmt = fast
+            if full is not None and mask is None:
+                mask = K.expand(grid, False, np.empty(full, grid.dtype))
+            return DecodedGrid(grid, out_labels, [], fmt, mask)
     text, log = bounded_log(text, strict=mode == "strict")
     if "<" in text:
         body, base, second = _extract(text, log)
     else:  # no tag in any case: the whole text is the body
         body, base, second = text, 0, -1
-    fast = _fast(body, vocab, size)
+    fast = None if tried else _fast(body, vocab, size, mask)
     if fast is not None:
         grid, out_labels, fmt = fast
         _second_block(second, log)
-        return DecodedGrid(grid, out_labels, log.repairs, fmt)
+        if full is not None and mask is None:
+            mask = K.expand(grid, False, np.empty(full, grid.dtype))
+        return DecodedGrid(grid, out_labels, log.repairs, fmt, mask)
     res = _decode_full(text, body, base, vocab, size, unknown, log)
     _second_block(second, log)
-    return _compact(res)
+    return _compact(res, full, False)
 
 
-def _compact(res: DecodedGrid) -> DecodedGrid:
-    """The grid in the smallest unsigned dtype that holds every id of ``res.labels``."""
+def _compact(res: DecodedGrid, image_size: tuple[int, int] | None, t4s: bool) -> DecodedGrid:
+    """The grid in the smallest unsigned dtype that holds every id of ``res.labels``; with
+    ``image_size``, its expansion to the full-size ``res.mask``."""
     res.grid = res.grid.astype(id_dtype(len(res.labels)), copy=False)
+    if image_size is not None:
+        res.mask = K.expand(res.grid, t4s, np.empty(image_size, res.grid.dtype))
     return res
