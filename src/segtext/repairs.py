@@ -119,6 +119,17 @@ class DecodeError(ValueError):
         super().__init__(f"line {line}, column {column}: {message}{detail}")
 
 
+def within_limit(text: str) -> bool:
+    """Whether a decoder reads ``text`` whole (no ``text_too_long`` cut; see :func:`bounded_log`).
+
+    Example:
+        >>> from segtext.repairs import within_limit
+        >>> within_limit("others *2\\n")
+        True
+    """
+    return len(text) <= MAX_TEXT_LENGTH
+
+
 def bounded_log(text: str, strict: bool) -> tuple[str, RepairLog]:
     """The part of ``text`` a decoder reads (its first :data:`segtext.limits.MAX_TEXT_LENGTH`
     characters) and a log over that part, holding a ``text_too_long`` repair when it was cut.

@@ -72,7 +72,7 @@ from segtext.labels import (
     refuse_background_alias,
 )
 from segtext.limits import MAX_COUNT, MAX_GRID_CELLS, MAX_TEXT_LENGTH
-from segtext.repairs import DecodeError, Repair, RepairLog, bounded_log
+from segtext.repairs import DecodeError, Repair, RepairLog, bounded_log, within_limit
 
 __all__ = [
     "FORMATS",
@@ -943,7 +943,7 @@ def decode_rrle(
     mask = None
     if full is not None and vocab is not None and size is not None:
         mask = np.empty(full, id_dtype(len(vocab)))
-    tried = "<" not in text and len(text) <= MAX_TEXT_LENGTH  # no tag in any case, nothing cut:
+    tried = "<" not in text and within_limit(text)  # no tag in any case, nothing cut:
     if tried:
         fast = _fast(text, vocab, size, mask)  # a clean text needs no log at all
         if fast is not None:
