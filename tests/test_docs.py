@@ -12,8 +12,8 @@ import pytest
 import segtext
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODULES = sorted(m.name for m in pkgutil.iter_modules(segtext.__path__, "segtext.")
-                 if m.name != "segtext.__main__")
+MODULES = sorted(m.name for m in pkgutil.walk_packages(segtext.__path__, "segtext.")
+                 if m.name != "segtext.__main__")  # subpackages' modules too (segtext.records.*)
 DOCS = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
 
 

@@ -16,7 +16,7 @@ Example:
     True
 """
 
-from segtext import coco, evaluation, limits, metrics, viz
+from segtext import coco, evaluation, limits, metrics, records, viz
 from segtext.bricks import (
     BOX_FORMATS,
     BsdObject,
@@ -75,6 +75,7 @@ __all__ = [
     "evaluation",
     "limits",
     "metrics",
+    "records",
     "viz",
     "decode_rrle",
     "encode_irle",

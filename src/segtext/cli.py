@@ -204,9 +204,158 @@ def build_parser() -> argparse.ArgumentParser:
     sem.add_argument("--ignore-index", type=_non_negative_int, metavar="V",
                      help="pixel value that never votes (e.g. 255)")
     enc.set_defaults(func=_cmd_encode)
+    _add_build_parser(sub)
     _add_eval_parser(sub)
     _add_show_parser(sub)
     return parser
+
+
+def _shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _add_build_parser(sub) -> None:
+    b = sub.add_parser(
+        "build",
+        help="dataset annotation files -> training records (JSON Lines) for ms-swift, LLaMA-Factory, TRL, LLaVA",
+        description=(
+            "Read a dataset's annotation files as they are shipped and write one training record per sample: "
+            "a question, an answer holding the mask as text (R-RLE/I-SD/I-RLE in <seg>...</seg>, or B-SD "
+            "blocks), the image, and what scoring needs (image_id, image_size, label, segmentation), so that "
+            "`segtext eval --ground-truth` reads the records file. Same inputs and --seed: same bytes, "
+            "with any --workers; an interrupted run continues with --resume."
+        ),
+    )
+    src = b.add_subparsers(dest="source", metavar="SOURCE")
+    src.required = True
+    coco = src.add_parser("coco", help="COCO instances_*.json: per annotation, per image (semantic) or per "
+                          "image with every instance")
+    coco.add_argument("--instances", required=True, metavar="JSON", help="COCO instances file")
+    coco.add_argument("--task", choices=("referring", "semantic", "instances"), default="referring",
+                      help="referring: one record per annotation (the category name as the phrase); "
+                           "semantic: one per image, every category; instances: one per image, every "
+                           "instance (default referring)")
+    coco.add_argument("--include-crowd", action="store_true", help="also use iscrowd annotations")
+    ref = src.add_parser("refcoco", help="RefCOCO / RefCOCO+ / RefCOCOg: refs(unc).p, refs(umd).p or "
+                         "refs(google).p + instances.json")
+    ref.add_argument("--refs", required=True, metavar="FILE",
+                     help="the refs pickle (a pickle can run code: only files you trust) or the same list as JSON")
+    gref = src.add_parser("grefcoco", help="gRefCOCO: grefs(unc).json + instances.json (several or no targets)")
+    gref.add_argument("--refs", required=True, metavar="JSON", help="grefs(unc).json")
+    for p in (ref, gref):
+        p.add_argument("--instances", required=True, metavar="JSON", help="the dataset's instances.json")
+        p.add_argument("--split", metavar="NAME", help="keep one split (train, val, testA, testB, test)")
+        p.add_argument("--per", choices=("sentence", "ref"), default="sentence",
+                       help="one record per sentence (default) or per ref")
+        p.add_argument("--sentence", choices=("sent", "raw"), default="sent",
+                       help="the phrase: 'sent' (tokenised, lower case; default) or 'raw'")
+    for p in (coco, ref, gref):
+        p.add_argument("-o", "--output", required=True, metavar="OUTPUT.jsonl",
+                       help="records file (written as OUTPUT.partial, renamed when complete)")
+        p.add_argument("--encoding", choices=FORMATS, default="rrle",
+                       help="mask text: rrle (default), isd, irle, or bsd (boxes and bricks)")
+        p.add_argument("--grid-size", type=_grid_size, default=DEFAULT_GRID, metavar="N|HxW",
+                       help="grid of the I-SD family (default 16)")
+        p.add_argument("--resolution", type=_resolution, default=DEFAULT_RESOLUTION, metavar="S",
+                       help=f"B-SD bricks per box side (default {DEFAULT_RESOLUTION})")
+        p.add_argument("--box-format", choices=tuple(st.BOX_FORMATS), default=DEFAULT_BOX_FORMAT,
+                       help="B-SD box spelling (default norm1000)")
+        p.add_argument("--policy", choices=("majority", "nearest", "any"), default="majority",
+                       help="cell policy (default majority; nearest reproduces Text4Seg's data)")
+        p.add_argument("--threshold", type=_threshold, default=0.5,
+                       help="foreground fraction for majority, in (0, 1] (default 0.5)")
+        p.add_argument("--style", choices=("messages", "llava", "prompt-completion", "xsam"),
+                       default="messages", help="record layout (default messages)")
+        p.add_argument("--images", metavar="DIR", help="folder joined to each image file name")
+        p.add_argument("--templates", metavar="JSON", help="question/answer templates replacing the built-in ones")
+        p.add_argument("--seed", type=int, default=0, help="seeds the template choices (default 0)")
+        p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                       help="processes encoding samples (the output does not depend on it)")
+        p.add_argument("--shard", type=_shard, metavar="I/N", help="write only samples I, I+N, I+2N, ...")
+        p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N samples")
+        p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.partial")
+        p.add_argument("--skip-invalid", action="store_true",
+                       help="skip samples that cannot be read or encoded (and count them) instead of failing")
+        p.add_argument("--verify", action="store_true",
+                       help="decode every answer in strict mode and check it against the mask's grid")
+        p.add_argument("--tokenizer", metavar="PATH",
+                       help="a local Hugging Face tokenizer folder: report answer lengths in tokens "
+                            "(needs transformers)")
+        p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+        p.set_defaults(func=_cmd_build)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from segtext import records
+
+    t0 = time.perf_counter()
+    problems: list[str] = []
+    try:
+        if args.source == "coco":
+            samples = records.read_coco(args.instances, args.task, include_crowd=args.include_crowd,
+                                        skip_invalid=args.skip_invalid, problems=problems)
+        elif args.source == "refcoco":
+            samples = records.read_refcoco(args.refs, args.instances, args.split, args.per, args.sentence,
+                                           skip_invalid=args.skip_invalid, problems=problems)
+        else:
+            samples = records.read_grefcoco(args.refs, args.instances, args.split, args.per, args.sentence,
+                                            skip_invalid=args.skip_invalid, problems=problems)
+        if args.shard is not None:
+            i, n = args.shard
+            samples = samples[i::n]
+        if args.limit is not None:
+            samples = samples[: args.limit]
+        templates = records.load_templates(args.templates) if args.templates else None
+        options = records.Options(
+            encoding=args.encoding, grid_size=args.grid_size, resolution=args.resolution,
+            policy=args.policy, threshold=args.threshold, box_format=args.box_format, style=args.style,
+            images=args.images, templates=templates, verify=args.verify)
+        tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None
+        summary = records.build(samples, args.output, options, seed=args.seed, workers=args.workers,
+                                resume=args.resume, skip_invalid=args.skip_invalid,
+                                progress=not args.no_progress and sys.stderr.isatty(), tokenizer=tokenizer)
+    except KeyboardInterrupt:
+        print(f"segtext build: interrupted; the records written so far are in {args.output}.partial: "
+              "run the same command with --resume to continue", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError) as e:
+        raise CliError(str(e)) from None
+    problems.extend(summary.problems)
+    for p in problems[:MAX_REPORTED]:
+        print(f"segtext build: skipped: {p}", file=sys.stderr)
+    if len(problems) > MAX_REPORTED:
+        print(f"segtext build: ... and {len(problems) - MAX_REPORTED} more skipped", file=sys.stderr)
+    dt = time.perf_counter() - t0
+    msg = (f"segtext build: {summary.records} record(s) -> {summary.output} ({summary.written} written in "
+           f"{dt:.2f} s, {summary.written / dt if dt > 0 else 0:,.0f} records/s")
+    if summary.resumed_after:
+        msg += f", resumed after {summary.resumed_after}"
+    msg += f"); skipped {len(problems)}"
+    if summary.answer_tokens:
+        t = summary.answer_tokens
+        msg += f"; answer tokens: mean {t['mean']:.1f}, p95 {t['p95']:.0f}, max {t['max']:.0f}"
+    print(msg, file=sys.stderr)
+    if args.style == "messages":
+        name = os.path.splitext(os.path.basename(args.output))[0]
+        entry = records.styles.llamafactory_entry(name, os.path.basename(args.output))
+        print("segtext build: LLaMA-Factory dataset_info.json entry: " + json.dumps(entry), file=sys.stderr)
+    return 0
+
+
+def _load_tokenizer(path: str) -> Any:
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise CliError("--tokenizer needs transformers (pip install transformers)") from None
+    if not os.path.isdir(path):
+        raise CliError(f"--tokenizer: {path} is not a folder holding a tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CliError(f"--tokenizer: cannot load a tokenizer from {path}: {e}") from None
 
 
 def _add_decode_options(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,456 @@
+"""Samples to records, and records to a JSON Lines file: in order, resumable, in parallel.
+
+The output is written to ``OUTPUT.partial`` and renamed to ``OUTPUT`` only when every sample
+is done, so a file under the final name is always complete. Records are appended a chunk at a
+time and each chunk is flushed; after an interruption (Ctrl-C, a killed process), ``resume``
+cuts a torn last line, finds the sample after the last complete record and goes on, so the
+finished file is byte-identical to one written in a single run. With ``workers`` > 1 the samples
+are encoded in worker processes and written in their input order, so the bytes do not depend on
+the number of workers either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from segtext.bricks import BOX_FORMATS, decode_bsd, encode_bsd
+from segtext.coco import merge_rles, to_rle
+from segtext.grid import mask_to_grid, rle_to_grid
+from segtext.labels import BACKGROUND
+from segtext.records.prompts import Templates, default_templates
+from segtext.records.sources import Sample
+from segtext.records.styles import STYLES, shape
+from segtext.rrle import FORMATS, decode_rrle, encode_irle, encode_isd, encode_rrle, rle_to_text
+
+__all__ = ["BuildSummary", "Options", "build", "encode_sample", "make_record"]
+
+ENCODINGS = (*FORMATS, "bsd")
+_ENCODERS = {"rrle": encode_rrle, "isd": encode_isd, "irle": encode_irle}
+CHUNK = 64  # samples per worker task and per flush of the output
+
+
+@dataclass(frozen=True)
+class Options:
+    """How samples become records.
+
+    Attributes:
+        encoding: ``"rrle"``, ``"isd"``, ``"irle"`` (a grid of ``grid_size``) or ``"bsd"``
+            (boxes and bricks at ``resolution``).
+        grid_size: ``(h, w)`` of the grid (I-SD family).
+        resolution: bricks per box side (B-SD).
+        policy: cell policy, ``"majority"`` (default), ``"nearest"`` (Text4Seg's data) or ``"any"``.
+        threshold: foreground fraction for ``majority`` on binary masks.
+        box_format: B-SD box spelling (``"norm1000"``, ``"qwen2vl"``, ``"pixel"``).
+        style: the record layout, one of :data:`segtext.records.STYLES`.
+        images: a folder the image file names are joined to (``None``: the names as they are).
+        templates: the question and answer templates (``None``: the built-in ones).
+        verify: decode every answer in strict mode and check it against the grid computed
+            from the source mask (a ``ValueError`` if it differs).
+
+    Example:
+        >>> from segtext.records import Options
+        >>> Options(encoding="bsd", resolution=32).style
+        'messages'
+    """
+
+    encoding: str = "rrle"
+    grid_size: tuple[int, int] = (16, 16)
+    resolution: int = 64
+    policy: str = "majority"
+    threshold: float = 0.5
+    box_format: str = "norm1000"
+    style: str = "messages"
+    images: str | None = None
+    templates: Templates | None = None
+    verify: bool = False
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
+        if self.box_format not in BOX_FORMATS:
+            raise ValueError(f"box_format must be one of {tuple(BOX_FORMATS)}, got {self.box_format!r}")
+        gs = self.grid_size
+        if isinstance(gs, int) and not isinstance(gs, bool):
+            object.__setattr__(self, "grid_size", (gs, gs))
+        elif not (isinstance(gs, tuple) and len(gs) == 2 and all(isinstance(v, int) and v > 0 for v in gs)):
+            raise ValueError(f"grid_size must be an int or (h, w), got {gs!r}")
+
+
+def _rles(sample: Sample) -> list[dict]:
+    """The targets of a sample as checked, compressed COCO RLE (str counts) of the image size."""
+    H, W = sample.image_size
+    out = []
+    for t in sample.targets:
+        try:
+            rle = to_rle(t.segmentation, (H, W))
+            # runs checked (they must add up to H*W), and counts as a str whatever the input form
+            out.append(merge_rles([rle]))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"annotation {t.ann_id!r}: {e}") from None
+    return out
+
+
+def _label_map(rles: list[dict], ids: list[int], size: tuple[int, int]) -> np.ndarray:
+    """``(H, W)`` int32 map: each mask painted with its id, in order (later masks win)."""
+    import pycocotools.mask as mask_util
+
+    out = np.zeros(size, np.int32)
+    for rle, v in zip(rles, ids):
+        m = mask_util.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
+        out[m.astype(bool)] = v
+    return out
+
+
+def _wrap(text: str) -> str:
+    return "<seg>" + text + "</seg>"
+
+
+def encode_sample(sample: Sample, options: Options) -> tuple[str, dict]:
+    """The mask text of a sample (``<seg>``-wrapped in the I-SD family, B-SD blocks as they
+    are) and the fields a scorer needs.
+
+    Raises:
+        ValueError: a target that cannot be read or encoded (naming the sample), a phrase
+            that cannot be a label (it holds ``"| "`` or a newline, or is ``"others"``), or,
+            with ``verify``, an answer that does not decode back to the computed grid.
+
+    Example:
+        >>> from segtext.records import Options, Sample, Target, encode_sample
+        >>> s = Sample("s", "referring", "a.jpg", 1, (2, 4), [Target("cat", {"size": [2, 4], "counts": [4, 4]})], "cat")
+        >>> encode_sample(s, Options(grid_size=(1, 2)))[0]
+        '<seg>others *1| cat *1\\n</seg>'
+    """
+    try:
+        return _encode(sample, options)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"sample {sample.id} (image {sample.image_id!r}): {e}") from None
+
+
+def _encode(sample: Sample, o: Options) -> tuple[str, dict]:
+    H, W = sample.image_size
+    rles = _rles(sample)
+    if sample.task == "referring":
+        phrase = sample.phrase or ""
+        union = None if not rles else (rles[0] if len(rles) == 1 else merge_rles(rles))
+        score = {"label": phrase, "segmentation": union}
+        if o.encoding == "bsd":
+            text = encode_bsd([(phrase, r) for r in rles], (H, W), o.resolution, o.policy, o.threshold,
+                              box_format=o.box_format)
+            if o.verify:
+                _verify_bsd(text, [phrase] * len(rles), (H, W), o)
+            return text, score
+        if union is None:
+            grid = np.zeros(o.grid_size, np.int32)
+            text = _ENCODERS[o.encoding](grid, [BACKGROUND])
+            labels = [BACKGROUND]
+        else:
+            text = rle_to_text(union, phrase, o.grid_size, o.policy, o.threshold, o.encoding)
+            labels = [BACKGROUND, phrase]
+            grid = rle_to_grid(union, o.grid_size, o.policy, o.threshold) if o.verify else None
+        if o.verify:
+            _verify_grid(text, labels, grid, o)
+        return _wrap(text), score
+    if sample.task not in ("semantic", "instances"):
+        raise ValueError(f"unknown task {sample.task!r}")
+    if sample.task == "semantic":  # the masks of a class merged, classes in order of appearance
+        names = list(dict.fromkeys(t.label for t in sample.targets))
+        parts = [merge_rles([r for r, t in zip(rles, sample.targets) if t.label == n]) for n in names]
+    else:  # every instance on its own: 'cat 1', 'cat 2', ... in the grid texts
+        names, seen = [], {}
+        for t in sample.targets:
+            seen[t.label] = seen.get(t.label, 0) + 1
+            names.append(f"{t.label} {seen[t.label]}" if o.encoding != "bsd" else t.label)
+        parts = rles
+    score = {"segments": [{"label": n, "segmentation": r} for n, r in zip(names, parts)]}
+    if o.encoding == "bsd":
+        text = encode_bsd(list(zip(names, parts)), (H, W), o.resolution, o.policy, o.threshold,
+                          box_format=o.box_format, skip_empty=True)
+        if o.verify:
+            _verify_bsd(text, [n for n, r in zip(names, parts) if _area(r)], (H, W), o)
+        return text, score
+    labels = [BACKGROUND, *names]
+    grid = mask_to_grid(_label_map(parts, list(range(1, len(parts) + 1)), (H, W)), o.grid_size, o.policy,
+                        o.threshold)
+    text = _ENCODERS[o.encoding](grid, labels)
+    if o.verify:
+        _verify_grid(text, labels, grid, o)
+    return _wrap(text), score
+
+
+def _area(rle: dict) -> int:
+    from segtext.coco import decode_counts
+
+    return int(decode_counts(rle["counts"])[1::2].sum())
+
+
+def _verify_grid(text: str, labels: list[str], grid: np.ndarray, o: Options) -> None:
+    res = decode_rrle(text, labels, o.grid_size, mode="strict")
+    if not np.array_equal(res.grid, grid):
+        raise ValueError("verify: the answer does not decode to the grid computed from the mask")
+
+
+def _verify_bsd(text: str, labels: list[str], size: tuple[int, int], o: Options) -> None:
+    res = decode_bsd(text, size, o.resolution, mode="strict", box_format=o.box_format)
+    got = [obj.label for obj in res.objects]
+    if got != labels:
+        raise ValueError(f"verify: the answer decodes to the objects {got}, expected {labels}")
+
+
+def make_record(sample: Sample, options: Options, seed: int = 0) -> dict:
+    """One record of a sample: a question and an answer drawn from the templates (seeded by
+    ``seed`` and the sample id), the mask text in the answer, the scoring fields.
+
+    Example:
+        >>> from segtext.records import Options, Sample, Target, make_record
+        >>> s = Sample("s", "referring", "a.jpg", 1, (2, 4), [Target("cat", {"size": [2, 4], "counts": [4, 4]})], "cat")
+        >>> rec = make_record(s, Options(grid_size=(1, 2), style="llava"))
+        >>> rec["id"], rec["image"], rec["image_size"], rec["label"]
+        ('s', 'a.jpg', [2, 4], 'cat')
+    """
+    mask, score = encode_sample(sample, options)
+    templates = options.templates or _DEFAULT_TEMPLATES
+    kind = sample.task
+    if kind == "referring":
+        kind = "no_target" if not sample.targets else ("multi_target" if len(sample.targets) > 1 else "referring")
+    phrase = sample.phrase
+    if options.style == "xsam":  # X-SAM: the phrase as <p>...</p>, one <SEG> per mask
+        if sample.task == "referring":
+            phrase = f"<p>{sample.phrase}</p>"
+            mask = "<SEG>" if sample.targets else ""
+            score["segmentation"] = [score["segmentation"]] if sample.targets else []
+        else:
+            if sample.task == "instances":  # X-SAM names a category, not a numbered instance
+                for seg, t in zip(score["segments"], sample.targets):
+                    seg["label"] = t.label
+            mask = "".join(f"<p>{s['label']}</p><SEG>" for s in score["segments"])
+    question, answer = templates.choose(kind, phrase, mask, seed, sample.id)
+    image = sample.image if options.images is None else os.path.join(options.images, sample.image)
+    fields = {"image_id": sample.image_id, "image_size": [int(sample.image_size[0]), int(sample.image_size[1])]}
+    fields.update(score)
+    fields["task"] = sample.task
+    if sample.source:
+        fields["source"] = sample.source
+    return shape(options.style, sample.id, image, question, answer, fields)
+
+
+_DEFAULT_TEMPLATES = default_templates()
+
+
+@dataclass
+class BuildSummary:
+    """What :func:`build` did.
+
+    Attributes:
+        output: the file written.
+        records: records in the output (those of earlier runs included when resumed).
+        written: records written by this run.
+        skipped: samples left out as invalid by this run (with ``skip_invalid``).
+        problems: one message per skipped sample.
+        resumed_after: records found in the partial output when resuming (0 otherwise).
+        seconds: wall time of this run.
+
+    Example:
+        >>> from segtext.records import BuildSummary
+        >>> BuildSummary("out.jsonl", 10, 10, 0, [], 0, 2.0).rate
+        5.0
+    """
+
+    output: str
+    records: int
+    written: int
+    skipped: int
+    problems: list[str]
+    resumed_after: int
+    seconds: float
+    answer_tokens: dict[str, float] | None = field(default=None)
+
+    @property
+    def rate(self) -> float:
+        """Records written per second by this run."""
+        return self.written / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _line(sample: Sample, options: Options, seed: int, skip_invalid: bool) -> tuple[str | None, str | None]:
+    try:
+        rec = make_record(sample, options, seed)
+    except ValueError as e:
+        if not skip_invalid:
+            raise
+        return None, str(e)
+    return json.dumps(rec, ensure_ascii=False, separators=(", ", ": ")), None
+
+
+def _chunk_lines(args: tuple) -> list[tuple[str | None, str | None]]:
+    samples, options, seed, skip_invalid = args
+    return [_line(s, options, seed, skip_invalid) for s in samples]
+
+
+def _resume_point(partial: str, samples: Sequence[Sample]) -> tuple[int, int]:
+    """``(complete records, index of the next sample)`` of a partial output, its torn last line cut."""
+    with open(partial, "rb+") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            f.seek(end)
+            f.truncate()
+    if end == 0:
+        return 0, 0
+    lines = data[:end].split(b"\n")[:-1]
+    try:
+        last = json.loads(lines[-1])["id"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{partial}: its last complete line is not a record; delete the file to start over") from None
+    for k, s in enumerate(samples):
+        if s.id == last:
+            return len(lines), k + 1
+    raise ValueError(f"{partial}: its last record {last!r} is not among this build's samples: the inputs or "
+                     "options changed; delete the file to start over")
+
+
+def build(
+    samples: Sequence[Sample],
+    output: str | os.PathLike,
+    options: Options = Options(),
+    seed: int = 0,
+    workers: int = 1,
+    resume: bool = False,
+    skip_invalid: bool = False,
+    progress: bool = False,
+    tokenizer: Callable[[str], Sequence[int]] | Any = None,
+) -> BuildSummary:
+    """Write the records of ``samples`` to a JSON Lines file.
+
+    Args:
+        samples: from a source reader (their order is the file's order).
+        output: the ``.jsonl`` file; written as ``output + ".partial"`` and renamed at the end.
+        options: encoding, style, templates, ``verify`` (see :class:`Options`).
+        seed: seeds the template choices (with each sample id).
+        workers: processes encoding samples (the bytes written do not depend on it).
+        resume: continue an interrupted build from ``output + ".partial"``.
+        skip_invalid: leave out samples that cannot be encoded, counted in the summary,
+            instead of stopping at the first.
+        progress: show a progress bar on stderr.
+        tokenizer: a Hugging Face tokenizer (or any callable returning token ids) to measure
+            the answers: mean, p95 and max tokens in the summary.
+
+    Returns:
+        :class:`BuildSummary`.
+
+    Raises:
+        ValueError: an invalid sample (without ``skip_invalid``), a partial output left by an
+            earlier run while ``resume`` is False, a partial output that does not belong to
+            these samples, no record at all to write.
+        KeyboardInterrupt: passed on after the records written so far are flushed to the
+            partial output (resume later with ``resume=True``).
+
+    Example:
+        >>> import os, tempfile
+        >>> from segtext.records import Options, Sample, Target, build
+        >>> s = Sample("s", "referring", "a.jpg", 1, (2, 4), [Target("cat", {"size": [2, 4], "counts": [4, 4]})], "cat")
+        >>> out = os.path.join(tempfile.mkdtemp(), "train.jsonl")
+        >>> build([s], out, Options(grid_size=(1, 2))).records
+        1
+    """
+    t0 = time.perf_counter()
+    output = os.fspath(output)
+    partial = output + ".partial"
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise ValueError(f"output directory does not exist: {directory}")
+    samples = list(samples)
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"sample id {dup!r} occurs more than once: ids must be unique within a build")
+    done, start = 0, 0
+    if os.path.exists(partial):
+        if not resume:
+            raise ValueError(f"{partial} exists (an interrupted build): pass resume to continue it, "
+                             "or delete it to start over")
+        done, start = _resume_point(partial, samples)
+    todo = samples[start:]
+    chunks = [(todo[i:i + CHUNK], options, seed, skip_invalid) for i in range(0, len(todo), CHUNK)]
+    problems: list[str] = []
+    written = 0
+    lengths: list[int] = []
+    pool = None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(samples), initial=start, unit="sample", file=sys.stderr, dynamic_ncols=True,
+                   delay=0.5, leave=False)
+    with open(partial, "a", encoding="utf-8", newline="\n") as f:
+        try:
+            if workers > 1 and len(chunks) > 1:
+                import multiprocessing as mp
+
+                pool = mp.get_context("spawn").Pool(workers)
+                results = pool.imap(_chunk_lines, chunks)
+            else:
+                results = map(_chunk_lines, chunks)
+            for chunk, lines in zip(chunks, results):
+                good = [line for line, _ in lines if line is not None]
+                problems.extend(p for _, p in lines if p is not None)
+                if good:
+                    f.write("\n".join(good) + "\n")
+                    f.flush()
+                written += len(good)
+                if tokenizer is not None:
+                    lengths.extend(_answer_tokens(line, tokenizer) for line in good)
+                if bar is not None:
+                    bar.update(len(chunk[0]))
+        except BaseException as e:
+            f.flush()
+            if pool is not None:
+                pool.terminate()
+            if bar is not None:
+                bar.close()
+            if isinstance(e, ValueError):  # an invalid sample: what was written is kept, and said so
+                raise ValueError(f"{e}; the {done + written} record(s) written so far are kept in {partial}: "
+                                 "fix the input or skip invalid samples, then resume") from None
+            raise
+        f.flush()
+        os.fsync(f.fileno())
+    if pool is not None:
+        pool.close()
+        pool.join()
+    if bar is not None:
+        bar.close()
+    if done + written == 0:
+        os.unlink(partial)
+        raise ValueError("nothing to write: " + (f"all {len(samples)} samples were invalid" if samples
+                                                 else "the source gave no samples"))
+    os.replace(partial, output)
+    summary = BuildSummary(output, done + written, written, len(problems), problems, done,
+                           time.perf_counter() - t0)
+    if lengths:
+        arr = np.array(lengths)
+        summary.answer_tokens = {"mean": float(arr.mean()), "p95": float(np.percentile(arr, 95)),
+                                 "max": float(arr.max())}
+    return summary
+
+
+def _answer_tokens(line: str, tokenizer: Any) -> int:
+    rec = json.loads(line)
+    if "messages" in rec:
+        answer = rec["messages"][-1]["content"]
+    elif "completion" in rec:
+        answer = rec["completion"][-1]["content"]
+    else:
+        answer = rec["conversations"][-1]["value"]
+    if hasattr(tokenizer, "encode"):
+        return len(tokenizer.encode(answer, add_special_tokens=False))
+    return len(tokenizer(answer))

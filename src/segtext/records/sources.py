@@ -1,0 +1,403 @@
+"""Source readers: upstream annotation files, read as shipped, to :class:`Sample` lists.
+
+Each reader returns the samples in a fixed order (the order of the input files), so that a
+build is reproducible and can be resumed, sharded or spread over processes. Masks are not
+rasterised here: a :class:`Target` holds the segmentation as the file has it (polygons or
+COCO RLE), and the builder turns it into a grid or bricks.
+
+========================  =====================================================================
+reader                    files
+========================  =====================================================================
+:func:`read_coco`         COCO ``instances_*.json`` (polygons, RLE, crowd RLE)
+:func:`read_refcoco`      ``refs(unc).p`` / ``refs(umd).p`` / ``refs(google).p`` + ``instances.json``
+:func:`read_grefcoco`     ``grefs(unc).json`` + ``instances.json``
+========================  =====================================================================
+
+The RefCOCO family ships its refs as a Python **pickle**: loading a pickle can run code, so only
+load one from a source you trust (gRefCOCO ships JSON, which is safe to read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Sample", "Target", "read_coco", "read_grefcoco", "read_refcoco"]
+
+TASKS_OF_COCO = ("referring", "semantic", "instances")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target mask of a sample.
+
+    Attributes:
+        label: its text (a class name, or the referring expression).
+        segmentation: as the file has it: a COCO RLE dict or a list of polygons.
+        ann_id: the annotation id in the source file (``None`` when made by hand).
+
+    Example:
+        >>> from segtext.records import Target
+        >>> Target("dog", {"size": [2, 2], "counts": [0, 4]}).label
+        'dog'
+    """
+
+    label: str
+    segmentation: Any
+    ann_id: Any = None
+
+
+@dataclass
+class Sample:
+    """One training sample: an image, what to segment in it, and the target masks.
+
+    Attributes:
+        id: unique and stable within a build (the record's ``id``; it also seeds the choice
+            of the question and answer templates, so it must not depend on the run).
+        task: ``"referring"`` (one phrase; its targets are one union mask, none for no
+            target), ``"semantic"`` (every class of the image, the targets of a class merged)
+            or ``"instances"`` (every instance on its own).
+        image: the image file name, as the dataset names it.
+        image_id: the image id in the source.
+        image_size: ``(H, W)``.
+        targets: the target masks.
+        phrase: the referring expression (``referring`` only).
+        source: ids from the input (``ref_id``, ``sent_id``, ``ann_ids``, ``split``, ...),
+            copied into the record.
+
+    Example:
+        >>> from segtext.records import Sample, Target
+        >>> s = Sample("a1", "referring", "x.jpg", 1, (2, 2), [Target("cat", {"size": [2, 2], "counts": [0, 4]})], "cat")
+        >>> s.task, len(s.targets)
+        ('referring', 1)
+    """
+
+    id: str
+    task: str
+    image: str
+    image_id: Any
+    image_size: tuple[int, int]
+    targets: list[Target]
+    phrase: str | None = None
+    source: dict = field(default_factory=dict)
+
+
+class SourceError(ValueError):
+    """A problem in an input file, naming the file and the entry (a ``ValueError``)."""
+
+
+def _report(problem: str, skip_invalid: bool, problems: list | None) -> None:
+    if not skip_invalid:
+        raise SourceError(problem)
+    if problems is not None:
+        problems.append(problem)
+
+
+def _load_json(source: Any, what: str) -> tuple[Any, str]:
+    if not isinstance(source, (str, os.PathLike)):
+        return source, what
+    name = os.fspath(source)
+    try:
+        with open(source, "rb") as f:
+            return json.load(f), name
+    except json.JSONDecodeError as e:
+        raise SourceError(f"{name} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{name} is not valid JSON (not UTF-8 text): {e.reason}") from None
+
+
+class _Instances:
+    """The parts of a COCO instances file the readers need, indexed once."""
+
+    def __init__(self, source: Any):
+        data, self.name = _load_json(source, "instances")
+        if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
+                or not isinstance(data.get("images"), list):
+            raise SourceError(f"{self.name}: expected COCO instances JSON (an object with 'images' and "
+                              "'annotations' lists)")
+        self.images: dict[Any, dict] = {}
+        for img in data["images"]:
+            if isinstance(img, dict) and "id" in img:
+                self.images[img["id"]] = img
+        self.names: dict[Any, str] = {}
+        for cat in data.get("categories") or []:
+            if isinstance(cat, dict) and isinstance(cat.get("name"), str):
+                self.names[cat.get("id")] = cat["name"]
+        self.annotations: list[dict] = [a for a in data["annotations"] if isinstance(a, dict)]
+        self.by_id: dict[Any, dict] = {}
+        for ann in self.annotations:
+            self.by_id.setdefault(ann.get("id"), ann)
+
+    def image(self, image_id: Any, where: str) -> tuple[str, tuple[int, int]]:
+        """``(file_name, (H, W))`` of an image, or a SourceError naming ``where``."""
+        img = self.images.get(image_id)
+        if img is None:
+            raise SourceError(f"{self.name}: {where}: image {image_id!r} is not in 'images'")
+        try:
+            H, W = int(img["height"]), int(img["width"])
+        except (KeyError, TypeError, ValueError):
+            raise SourceError(f"{self.name}: {where}: image {image_id!r} has no usable 'height' and "
+                              "'width'") from None
+        if H < 1 or W < 1:
+            raise SourceError(f"{self.name}: {where}: image {image_id!r} is {H}x{W} pixels")
+        file_name = img.get("file_name")
+        return (file_name if isinstance(file_name, str) else f"{image_id}.jpg"), (H, W)
+
+    def label(self, ann: dict) -> str:
+        cat = ann.get("category_id")
+        name = self.names.get(cat)
+        if name is None:
+            raise SourceError(f"{self.name}: annotation {ann.get('id')!r}: category {cat!r} is not in "
+                              "'categories'")
+        return name
+
+    def target(self, ann: dict, label: str, where: str) -> Target:
+        seg = ann.get("segmentation")
+        if seg is None or (isinstance(seg, (list, dict)) and len(seg) == 0):
+            raise SourceError(f"{self.name}: {where}: annotation {ann.get('id')!r} has no segmentation")
+        if not isinstance(seg, (list, dict)):
+            raise SourceError(f"{self.name}: {where}: annotation {ann.get('id')!r}: segmentation must be "
+                              f"polygons or a COCO RLE, got {type(seg).__name__}")
+        return Target(label, seg, ann.get("id"))
+
+
+def read_coco(
+    instances: str | os.PathLike | dict,
+    task: str = "referring",
+    include_crowd: bool = False,
+    skip_invalid: bool = False,
+    problems: list[str] | None = None,
+) -> list[Sample]:
+    """Samples of a COCO instances file.
+
+    Args:
+        instances: ``instances_*.json`` path, or its parsed JSON.
+        task: ``"referring"`` (one sample per annotation, the category name as the phrase),
+            ``"semantic"`` (one per image, every category of it) or ``"instances"`` (one per
+            image, every annotation on its own).
+        include_crowd: also use ``iscrowd`` annotations (left out by default, as RefCOCO does).
+        skip_invalid: leave out (and list in ``problems``) what cannot be read instead of
+            raising.
+        problems: receives one message per entry left out.
+
+    Raises:
+        SourceError (a ValueError): bad JSON or layout, an annotation whose image, size,
+            category or segmentation is missing (naming the file and the annotation).
+
+    Example:
+        >>> from segtext.records import read_coco
+        >>> data = {"images": [{"id": 1, "file_name": "a.jpg", "height": 2, "width": 2}],
+        ...         "categories": [{"id": 3, "name": "cat"}],
+        ...         "annotations": [{"id": 9, "image_id": 1, "category_id": 3, "iscrowd": 0,
+        ...                          "segmentation": {"size": [2, 2], "counts": [0, 4]}}]}
+        >>> [(s.id, s.phrase, s.image) for s in read_coco(data)]
+        [('ann9', 'cat', 'a.jpg')]
+    """
+    if task not in TASKS_OF_COCO:
+        raise ValueError(f"task must be one of {TASKS_OF_COCO}, got {task!r}")
+    inst = _Instances(instances)
+    samples: list[Sample] = []
+    per_image: dict[Any, list[Target]] = {}
+    for ann in inst.annotations:
+        if ann.get("iscrowd") and not include_crowd:
+            continue
+        where = f"annotation {ann.get('id')!r}"
+        try:
+            file_name, size = inst.image(ann.get("image_id"), where)
+            target = inst.target(ann, inst.label(ann), where)
+        except SourceError as e:
+            _report(str(e), skip_invalid, problems)
+            continue
+        if task == "referring":
+            samples.append(Sample(f"ann{ann.get('id')}", "referring", file_name, ann.get("image_id"), size,
+                                  [target], phrase=target.label,
+                                  source={"ann_ids": [ann.get("id")], "category_id": ann.get("category_id")}))
+        else:
+            per_image.setdefault(ann.get("image_id"), []).append(target)
+    for image_id, targets in per_image.items():
+        file_name, size = inst.image(image_id, f"image {image_id!r}")
+        samples.append(Sample(f"img{image_id}", task, file_name, image_id, size, targets,
+                              source={"ann_ids": [t.ann_id for t in targets]}))
+    return samples
+
+
+def _load_refs(source: Any, name: str, trusted_pickle: bool) -> list:
+    if not isinstance(source, (str, os.PathLike)):
+        data = source
+    elif os.fspath(source).endswith((".p", ".pkl", ".pickle")) and trusted_pickle:
+        try:
+            with open(source, "rb") as f:
+                data = pickle.load(f)  # noqa: S301 - the user names the file; see the module docstring
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as e:
+            raise SourceError(f"{name}: not a readable refs pickle: {e}") from None
+    else:
+        data, _ = _load_json(source, name)
+    if not isinstance(data, list):
+        raise SourceError(f"{name}: expected a list of refs, got {type(data).__name__}")
+    return data
+
+
+def _sentences(ref: dict, name: str, field_name: str) -> list[tuple[Any, str]]:
+    sents = ref.get("sentences")
+    if not isinstance(sents, list) or not sents:
+        raise SourceError(f"{name}: ref {ref.get('ref_id')!r} has no 'sentences'")
+    out = []
+    for k, s in enumerate(sents):
+        text = s.get(field_name) if isinstance(s, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise SourceError(f"{name}: ref {ref.get('ref_id')!r}: sentence {k} has no {field_name!r} text")
+        out.append((s.get("sent_id", k), " ".join(text.split())))
+    return out
+
+
+def _refs_samples(refs: list, inst: _Instances, name: str, split: str | None, per: str, sentence: str,
+                  targets_of: Callable[[dict, str], list[Target] | None], prefix: str,
+                  skip_invalid: bool, problems: list | None) -> list[Sample]:
+    if per not in ("sentence", "ref"):
+        raise ValueError(f"per must be 'sentence' or 'ref', got {per!r}")
+    if sentence not in ("sent", "raw"):
+        raise ValueError(f"sentence must be 'sent' (the tokenised, lower-case form) or 'raw', got {sentence!r}")
+    samples: list[Sample] = []
+    for n, ref in enumerate(refs):
+        if not isinstance(ref, dict):
+            _report(f"{name}: entry {n} is not a ref object", skip_invalid, problems)
+            continue
+        if split is not None and ref.get("split") != split:
+            continue
+        rid = ref.get("ref_id", n)
+        where = f"ref {rid!r}"
+        try:
+            file_name, size = inst.image(ref.get("image_id"), where)
+            targets = targets_of(ref, where)
+            sents = _sentences(ref, name, sentence)
+        except SourceError as e:
+            _report(str(e), skip_invalid, problems)
+            continue
+        ann_ids = [t.ann_id for t in targets]
+        base = {"ref_id": rid, "split": ref.get("split"), "ann_ids": ann_ids}
+        chosen = sents if per == "sentence" else [sents[0]]
+        for sent_id, text in chosen:
+            sid = f"{prefix}{rid}" if per == "ref" else f"{prefix}{rid}s{sent_id}"
+            ts = [Target(text, t.segmentation, t.ann_id) for t in targets]
+            src = dict(base, sent_id=sent_id) if per == "sentence" else dict(base, sent_ids=[s for s, _ in sents])
+            samples.append(Sample(sid, "referring", file_name, ref.get("image_id"), size, ts, phrase=text,
+                                  source=src))
+    return samples
+
+
+def read_refcoco(
+    refs: str | os.PathLike | list,
+    instances: str | os.PathLike | dict,
+    split: str | None = None,
+    per: str = "sentence",
+    sentence: str = "sent",
+    skip_invalid: bool = False,
+    problems: list[str] | None = None,
+    trusted_pickle: bool = True,
+) -> list[Sample]:
+    """Referring samples of RefCOCO, RefCOCO+ or RefCOCOg.
+
+    Args:
+        refs: ``refs(unc).p`` / ``refs(umd).p`` / ``refs(google).p`` (a pickled list of refs with
+            ``ref_id, ann_id, image_id, category_id, split, file_name, sent_ids, sentences``), a
+            JSON file of the same list, or the list itself.
+        instances: the dataset's ``instances.json`` (path or parsed JSON).
+        split: keep only refs of this split (``"train"``, ``"val"``, ``"testA"``, ...); all if None.
+        per: ``"sentence"`` (one sample per sentence) or ``"ref"`` (one per ref, its first
+            sentence as the phrase, every sentence id kept in ``source``).
+        sentence: which text of a sentence is the phrase: ``"sent"`` (tokenised, lower case, as
+            Text4Seg uses) or ``"raw"``; runs of whitespace are collapsed either way.
+        skip_invalid, problems: as :func:`read_coco`.
+        trusted_pickle: load a ``.p`` file with :mod:`pickle` (which can run code: only for files
+            you trust); False refuses pickles.
+
+    Raises:
+        SourceError (a ValueError): a ref whose ``ann_id`` is not in the instances, an image
+            without size, a ref without sentences, a bad file (naming the file and the ref).
+
+    Example:
+        >>> from segtext.records import read_refcoco
+        >>> inst = {"images": [{"id": 1, "file_name": "a.jpg", "height": 2, "width": 2}],
+        ...         "categories": [{"id": 3, "name": "cat"}],
+        ...         "annotations": [{"id": 9, "image_id": 1, "category_id": 3,
+        ...                          "segmentation": {"size": [2, 2], "counts": [0, 4]}}]}
+        >>> refs = [{"ref_id": 5, "ann_id": 9, "image_id": 1, "split": "val",
+        ...          "sentences": [{"sent": "the cat", "raw": "The cat.", "sent_id": 50}]}]
+        >>> [(s.id, s.phrase) for s in read_refcoco(refs, inst)]
+        [('ref5s50', 'the cat')]
+    """
+    name = os.fspath(refs) if isinstance(refs, (str, os.PathLike)) else "refs"
+    if isinstance(refs, (str, os.PathLike)) and os.fspath(refs).endswith((".p", ".pkl", ".pickle")) \
+            and not trusted_pickle:
+        raise SourceError(f"{name}: a pickle, and trusted_pickle is False (a pickle can run code)")
+    data = _load_refs(refs, name, trusted_pickle)
+    inst = _Instances(instances)
+
+    def targets_of(ref: dict, where: str) -> list[Target]:
+        ann = inst.by_id.get(ref.get("ann_id"))
+        if ann is None:
+            raise SourceError(f"{name}: {where}: ann_id {ref.get('ann_id')!r} is not in {inst.name}")
+        return [inst.target(ann, "", where)]
+
+    return _refs_samples(data, inst, name, split, per, sentence, targets_of, "ref", skip_invalid, problems)
+
+
+def read_grefcoco(
+    grefs: str | os.PathLike | list,
+    instances: str | os.PathLike | dict,
+    split: str | None = None,
+    per: str = "sentence",
+    sentence: str = "sent",
+    skip_invalid: bool = False,
+    problems: list[str] | None = None,
+) -> list[Sample]:
+    """Referring samples of gRefCOCO: several targets (one union mask) or none.
+
+    Args:
+        grefs: ``grefs(unc).json`` (a list of refs whose ``ann_id`` is a list; ``[-1]`` and
+            ``no_target: true`` for an expression that matches nothing), or the list itself.
+        instances, split, per, sentence, skip_invalid, problems: as :func:`read_refcoco`.
+
+    Returns:
+        Referring samples; a no-target sample has no targets (an all-background grid, or no
+        B-SD block) and ``source["no_target"]`` True.
+
+    Example:
+        >>> from segtext.records import read_grefcoco
+        >>> inst = {"images": [{"id": 1, "file_name": "a.jpg", "height": 2, "width": 2}],
+        ...         "categories": [{"id": 3, "name": "cat"}],
+        ...         "annotations": [{"id": 9, "image_id": 1, "category_id": 3,
+        ...                          "segmentation": {"size": [2, 2], "counts": [0, 4]}}]}
+        >>> grefs = [{"ref_id": 1, "ann_id": [-1], "no_target": True, "image_id": 1, "split": "val",
+        ...           "sentences": [{"sent": "the dog", "raw": "the dog", "sent_id": 7}]}]
+        >>> [(s.phrase, s.targets, s.source["no_target"]) for s in read_grefcoco(grefs, inst)]
+        [('the dog', [], True)]
+    """
+    name = os.fspath(grefs) if isinstance(grefs, (str, os.PathLike)) else "grefs"
+    data = _load_refs(grefs, name, trusted_pickle=False)
+    inst = _Instances(instances)
+
+    def targets_of(ref: dict, where: str) -> list[Target]:
+        ids = ref.get("ann_id")
+        if not isinstance(ids, list):
+            ids = [ids]
+        if ref.get("no_target") or ids == [-1]:
+            return []
+        out = []
+        for aid in ids:
+            ann = inst.by_id.get(aid)
+            if ann is None:
+                raise SourceError(f"{name}: {where}: ann_id {aid!r} is not in {inst.name}")
+            out.append(inst.target(ann, "", where))
+        if not out:
+            raise SourceError(f"{name}: {where}: no ann_id and no 'no_target'")
+        return out
+
+    samples = _refs_samples(data, inst, name, split, per, sentence, targets_of, "gref", skip_invalid, problems)
+    for s in samples:
+        s.source["no_target"] = not s.targets
+    return samples

@@ -1,0 +1,411 @@
+"""segtext.records and `segtext build`: upstream-format files (built from the bundled COCO masks by
+tests/upstream_fixtures.py) -> training records, checked against the core's own grids and bricks."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+
+import segtext as st
+from segtext import records
+import importlib
+
+build_module = importlib.import_module("segtext.records.builder")
+from upstream_fixtures import annotation_kinds, refer_layout, write_bad_variants
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    return refer_layout(tmp_path_factory.mktemp("refer"))
+
+
+def answer_of(rec):
+    if "messages" in rec:
+        return rec["messages"][-1]["content"]
+    if "completion" in rec:
+        return rec["completion"][-1]["content"]
+    return rec["conversations"][-1]["value"]
+
+
+def seg_body(answer):
+    assert answer.count("<seg>") == 1 and answer.endswith("</seg>"), answer[-40:]
+    return answer.split("<seg>")[1][: -len("</seg>")]
+
+
+def dense(rle):
+    counts = rle["counts"]
+    return mask_util.decode({"size": rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts})
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+
+def test_refcoco_reader_one_sample_per_sentence(layout):
+    refs = pickle.load(open(layout["refcoco"], "rb"))
+    samples = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"])
+    assert len(samples) == sum(len(r["sentences"]) for r in refs)
+    val = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"], split="val")
+    assert len(val) == sum(len(r["sentences"]) for r in refs if r["split"] == "val") > 0
+    per_ref = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"], per="ref")
+    assert len(per_ref) == len(refs) and len({s.id for s in per_ref}) == len(refs)
+    raw = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"], sentence="raw")
+    first = refs[0]["sentences"][0]
+    assert samples[0].phrase == first["sent"] and raw[0].phrase == " ".join(first["raw"].split())
+    anns = {a["id"]: a for a in layout["instances_data"]["annotations"]}
+    for s, r in zip(per_ref, refs):
+        assert s.targets[0].segmentation == anns[r["ann_id"]]["segmentation"]
+        assert s.source["ref_id"] == r["ref_id"] and s.source["split"] == r["split"]
+
+
+def test_grefcoco_reader_multi_and_no_target(layout):
+    grefs = json.load(open(layout["grefcoco"]))
+    samples = records.read_grefcoco(layout["grefcoco"], layout["grefcoco_instances"])
+    assert len(samples) == sum(len(r["sentences"]) for r in grefs)
+    by_ref = {}
+    for s in samples:
+        by_ref.setdefault(s.source["ref_id"], s)
+    for r in grefs:
+        s = by_ref[r["ref_id"]]
+        if r.get("no_target"):
+            assert s.targets == [] and s.source["no_target"] is True
+        else:
+            assert [t.ann_id for t in s.targets] == r["ann_id"] and s.source["no_target"] is False
+    assert any(len(s.targets) > 1 for s in samples) and any(not s.targets for s in samples)
+
+
+def test_coco_reader_tasks(layout):
+    data = layout["instances_data"]
+    kinds = annotation_kinds(data)
+    refer = records.read_coco(layout["refcoco_instances"])
+    assert len(refer) == len(data["annotations"]) - len(kinds["crowd"])
+    assert len(records.read_coco(layout["refcoco_instances"], include_crowd=True)) == len(data["annotations"])
+    sem = records.read_coco(layout["refcoco_instances"], "semantic")
+    assert [s.image_id for s in sem] == list(dict.fromkeys(a["image_id"] for a in data["annotations"]))
+    assert all(s.task == "semantic" and s.phrase is None for s in sem)
+
+
+# ------------------------------------------------------------------------------------------ answers
+
+
+def test_every_referring_answer_decodes_strictly_to_the_grid_of_its_mask(layout, tmp_path):
+    for policy in ("majority", "nearest"):
+        out = tmp_path / f"{policy}.jsonl"
+        samples = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"])
+        records.build(samples, out, records.Options(grid_size=(16, 16), policy=policy))
+        recs = read_jsonl(out)
+        assert [r["id"] for r in recs] == [s.id for s in samples]
+        for rec, s in zip(recs, samples):
+            rle = st.coco.to_rle(s.targets[0].segmentation, s.image_size)
+            want = st.rle_to_grid(rle, 16, policy)
+            res = st.decode_rrle(seg_body(answer_of(rec)), ["others", s.phrase], (16, 16), mode="strict")
+            np.testing.assert_array_equal(res.grid, want)
+            assert rec["label"] == s.phrase and rec["image_size"] == list(s.image_size)
+            np.testing.assert_array_equal(dense(rec["segmentation"]), dense(rle))  # the score's target
+
+
+def test_nearest_answers_are_text4segs_pillow_grids(layout, tmp_path):
+    """--policy nearest reproduces Text4Seg's data: Pillow NEAREST to 16x16, then its run-length loop."""
+    import naive
+    from PIL import Image
+
+    samples = records.read_coco(layout["refcoco_instances"])[:8]
+    out = tmp_path / "n.jsonl"
+    records.build(samples, out, records.Options(policy="nearest"))
+    for rec, s in zip(read_jsonl(out), samples):
+        m = dense(st.coco.to_rle(s.targets[0].segmentation, s.image_size))
+        small = np.array(Image.fromarray(m).resize((16, 16), Image.NEAREST))
+        assert seg_body(answer_of(rec)) == naive.encode_rrle(small.astype(np.int64), ["others", s.phrase])
+
+
+def test_grefcoco_union_and_no_target_answers(layout, tmp_path):
+    samples = records.read_grefcoco(layout["grefcoco"], layout["grefcoco_instances"])
+    out = tmp_path / "g.jsonl"
+    records.build(samples, out, records.Options(grid_size=(24, 24)))
+    for rec, s in zip(read_jsonl(out), samples):
+        body = seg_body(answer_of(rec))
+        if not s.targets:
+            assert rec["segmentation"] is None
+            assert body == st.encode_rrle(np.zeros((24, 24), int), ["others"])
+            continue
+        union = np.zeros(s.image_size, bool)
+        for t in s.targets:
+            union |= dense(st.coco.to_rle(t.segmentation, s.image_size)).astype(bool)
+        np.testing.assert_array_equal(dense(rec["segmentation"]).astype(bool), union)
+        want = st.mask_to_grid(union, 24)
+        np.testing.assert_array_equal(st.decode_rrle(body, ["others", s.phrase], 24, mode="strict").grid, want)
+
+
+def test_bsd_answers_are_one_block_per_target_or_none(layout, tmp_path):
+    samples = records.read_grefcoco(layout["grefcoco"], layout["grefcoco_instances"])
+    out = tmp_path / "b.jsonl"
+    records.build(samples, out, records.Options(encoding="bsd", resolution=32, verify=True))
+    for rec, s in zip(read_jsonl(out), samples):
+        answer = answer_of(rec)
+        rles = [st.coco.to_rle(t.segmentation, s.image_size) for t in s.targets]
+        blocks = st.encode_bsd([(s.phrase, r) for r in rles], s.image_size, resolution=32)
+        assert answer.endswith(blocks) and answer.count("<ref>") == len(s.targets)
+        res = st.decode_bsd(answer, s.image_size, resolution=32, mode="strict")
+        assert [o.label for o in res.objects] == [s.phrase] * len(s.targets)
+
+
+def test_semantic_and_instance_answers(layout, tmp_path):
+    for task in ("semantic", "instances"):
+        samples = records.read_coco(layout["refcoco_instances"], task)
+        out = tmp_path / f"{task}.jsonl"
+        records.build(samples, out, records.Options(grid_size=(16, 16), verify=True))
+        for rec, s in zip(read_jsonl(out), samples):
+            names = [seg["label"] for seg in rec["segments"]]
+            label_map = np.zeros(s.image_size, np.int32)
+            for k, seg in enumerate(rec["segments"], 1):
+                label_map[dense(seg["segmentation"]).astype(bool)] = k
+            want = st.mask_to_grid(label_map, 16)
+            res = st.decode_rrle(seg_body(answer_of(rec)), ["others", *names], 16, mode="strict")
+            np.testing.assert_array_equal(res.grid, want)
+            if task == "instances":
+                assert len(names) == len(s.targets) and all(n.rsplit(" ", 1)[1].isdigit() for n in names)
+            else:
+                assert names == list(dict.fromkeys(t.label for t in s.targets))
+
+
+# ------------------------------------------------------------------------------------------ styles
+
+
+@pytest.mark.parametrize("style", records.STYLES)
+def test_styles(layout, tmp_path, style):
+    samples = records.read_grefcoco(layout["grefcoco"], layout["grefcoco_instances"])[:6]
+    out = tmp_path / "s.jsonl"
+    records.build(samples, out, records.Options(style=style, images="/data/coco/train2014"))
+    for rec in read_jsonl(out):
+        assert {"id", "image_id", "image_size", "label", "segmentation"} <= set(rec)
+        path = rec["images"][0] if "images" in rec else rec["image"]
+        assert path.startswith("/data/coco/train2014/COCO_")
+        if style == "messages":
+            assert [m["role"] for m in rec["messages"]] == ["user", "assistant"]
+            assert rec["messages"][0]["content"].startswith("<image>")
+        elif style == "prompt-completion":
+            assert rec["prompt"][0]["role"] == "user" and rec["completion"][0]["role"] == "assistant"
+        else:
+            assert [c["from"] for c in rec["conversations"]] == ["human", "gpt"]
+            assert rec["conversations"][0]["value"].startswith("<image>\n")
+        if style == "xsam":
+            assert f"<p>{rec['label']}</p>" in rec["conversations"][0]["value"]
+            assert answer_of(rec).count("<SEG>") == len(rec["segmentation"])
+
+
+# ------------------------------------------------------------------------------------------ templates
+
+
+def test_templates_seeded_and_user_file(layout, tmp_path):
+    samples = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"])
+    a, b, c = (tmp_path / n for n in ("a.jsonl", "b.jsonl", "c.jsonl"))
+    records.build(samples, a, records.Options(), seed=1)
+    records.build(samples, b, records.Options(), seed=1)
+    records.build(samples, c, records.Options(), seed=2)
+    assert a.read_bytes() == b.read_bytes() and a.read_bytes() != c.read_bytes()
+    questions = {r["messages"][0]["content"] for r in read_jsonl(a)}
+    assert len(questions) > 3  # several templates in use
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"referring": {"questions": ["Find {phrase}."], "answers": ["OK {mask}"]}}))
+    d = tmp_path / "d.jsonl"
+    records.build(samples, d, records.Options(templates=records.load_templates(f)))
+    for rec, s in zip(read_jsonl(d), samples):
+        assert rec["messages"][0]["content"] == f"<image>Find {s.phrase}."
+        assert answer_of(rec).startswith("OK <seg>")
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"referring": {"answers": ["no mask here"]}}, "has no {mask}"),
+    ({"semantic": {"questions": ["Segment {phrase}"]}}, "uses {phrase}"),
+    ({"referrring": {"questions": ["x"]}}, "unknown task kind"),
+    ({"referring": {"questions": []}}, "non-empty list"),
+])
+def test_bad_templates_are_refused(data, match):
+    with pytest.raises(ValueError, match=match):
+        records.load_templates(data)
+
+
+def test_template_file_errors(tmp_path):
+    f = tmp_path / "t.json"
+    f.write_text("[]")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        records.load_templates(f)
+    f.write_text("{oops")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        records.load_templates(f)
+    with pytest.raises(TypeError, match="path or a dict"):
+        records.load_templates([])
+
+
+def test_phrase_cannot_inject_a_placeholder():
+    t = records.default_templates()
+    q, a = t.choose("referring", "the {mask} thing", "<seg>M</seg>", 0, "x")
+    assert "the {mask} thing" in q and a.count("<seg>M</seg>") == 1
+
+
+# ------------------------------------------------------------------------------------------ reproducible, resumable
+
+
+def test_workers_give_the_same_bytes(layout, tmp_path, monkeypatch):
+    monkeypatch.setattr(build_module, "CHUNK", 7)  # several chunks, so the pool really splits the work
+    samples = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"])
+    one, two = tmp_path / "1.jsonl", tmp_path / "2.jsonl"
+    records.build(samples, one, records.Options())
+    records.build(samples, two, records.Options(), workers=2)
+    assert one.read_bytes() == two.read_bytes()
+
+
+def test_resume_after_a_torn_line_is_byte_identical(layout, tmp_path):
+    samples = records.read_grefcoco(layout["grefcoco"], layout["grefcoco_instances"])
+    full = tmp_path / "full.jsonl"
+    records.build(samples, full, records.Options())
+    data = full.read_bytes()
+    lines = data.split(b"\n")
+    out = tmp_path / "out.jsonl"
+    partial = tmp_path / "out.jsonl.partial"
+    partial.write_bytes(b"\n".join(lines[:20]) + b"\n" + lines[20][: len(lines[20]) // 2])  # killed mid-line
+    with pytest.raises(ValueError, match="resume"):
+        records.build(samples, out, records.Options())
+    summary = records.build(samples, out, records.Options(), resume=True)
+    assert out.read_bytes() == data and not partial.exists()
+    assert summary.resumed_after == 20 and summary.records == len(samples)
+
+
+def test_interrupt_leaves_complete_lines_then_resume(layout, tmp_path, monkeypatch):
+    monkeypatch.setattr(build_module, "CHUNK", 5)
+    samples = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"])
+    full = tmp_path / "full.jsonl"
+    records.build(samples, full, records.Options())
+    real = build_module.make_record
+    calls = {"n": 0}
+
+    def flaky(sample, options, seed=0):
+        calls["n"] += 1
+        if calls["n"] == 23:
+            raise KeyboardInterrupt
+        return real(sample, options, seed)
+
+    monkeypatch.setattr(build_module, "make_record", flaky)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        records.build(samples, out, records.Options())
+    assert not out.exists()
+    kept = (tmp_path / "out.jsonl.partial").read_bytes()
+    assert kept.endswith(b"\n") and kept.count(b"\n") == 20  # four whole chunks, nothing torn
+    monkeypatch.setattr(build_module, "make_record", real)
+    records.build(samples, out, records.Options(), resume=True)
+    assert out.read_bytes() == full.read_bytes()
+
+
+def test_resume_of_another_build_is_refused(layout, tmp_path):
+    samples = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"])
+    out = tmp_path / "o.jsonl"
+    (tmp_path / "o.jsonl.partial").write_text(json.dumps({"id": "not-a-sample"}) + "\n")
+    with pytest.raises(ValueError, match="not among this build's samples"):
+        records.build(samples, out, records.Options(), resume=True)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_bad_inputs_name_the_file_and_entry(layout, tmp_path):
+    bad = write_bad_variants(tmp_path, layout["instances_data"])
+    with pytest.raises(ValueError, match=r"ref .*ann_id \d+ is not in"):
+        records.read_refcoco(bad["refs_unknown_ann"], layout["refcoco_instances"])
+    problems = []
+    ok = records.read_refcoco(bad["refs_unknown_ann"], layout["refcoco_instances"], skip_invalid=True,
+                              problems=problems)
+    assert len(problems) == 1 and "ann_id" in problems[0] and ok
+    with pytest.raises(ValueError, match=r"ann_id \d+ is not in"):
+        records.read_grefcoco(bad["grefs_unknown_ann"], layout["grefcoco_instances"])
+    with pytest.raises(ValueError, match="no usable 'height' and 'width'"):
+        records.read_coco(bad["instances_polygon_no_size"])
+    samples = records.read_coco(bad["instances_bad_rle"])
+    with pytest.raises(ValueError, match=r"sample ann\d+ .*annotation \d+.*kept in .*x.jsonl.partial"):
+        records.build(samples, tmp_path / "x.jsonl", records.Options())
+    assert not (tmp_path / "x.jsonl").exists()  # never a file that looks complete
+    summary = records.build(samples, tmp_path / "x.jsonl", records.Options(), skip_invalid=True, resume=True)
+    assert summary.skipped == 1 and summary.records == len(samples) - 1
+    clean = records.build(samples, tmp_path / "y.jsonl", records.Options(), skip_invalid=True)
+    assert (tmp_path / "x.jsonl").read_bytes() == (tmp_path / "y.jsonl").read_bytes()
+
+
+def test_phrase_that_cannot_be_a_label_is_reported(tmp_path):
+    s = records.Sample("s1", "referring", "a.jpg", 1, (2, 2),
+                       [records.Target("a | b", {"size": [2, 2], "counts": [0, 4]})], phrase="a | b")
+    with pytest.raises(ValueError, match="sample s1 .*'\\| '"):
+        records.encode_sample(s, records.Options(grid_size=1))
+    other = records.Sample("s2", "referring", "a.jpg", 1, (2, 2),
+                           [records.Target("others", {"size": [2, 2], "counts": [0, 4]})], phrase="others")
+    with pytest.raises(ValueError, match="background word"):
+        records.encode_sample(other, records.Options(grid_size=1))
+
+
+def test_options_are_checked():
+    for kwargs, match in [({"encoding": "png"}, "encoding"), ({"style": "alpaca"}, "style"),
+                          ({"grid_size": (0, 4)}, "grid_size"), ({"box_format": "xyxy"}, "box_format")]:
+        with pytest.raises(ValueError, match=match):
+            records.Options(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "segtext", *args], capture_output=True, text=True, cwd=cwd,
+                          env=dict(os.environ))
+
+
+def test_cli_build_and_eval_reads_the_records(layout, tmp_path):
+    out = tmp_path / "val.jsonl"
+    r = run_cli("build", "refcoco", "--refs", str(layout["refcoco"]), "--instances",
+                str(layout["refcoco_instances"]), "--split", "val", "-o", str(out), "--verify", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "record(s) ->" in r.stderr and "dataset_info.json" in r.stderr
+    recs = read_jsonl(out)
+    assert recs and all(x["source"]["split"] == "val" for x in recs)
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": x["id"], "answer": answer_of(x)}) + "\n" for x in recs))
+    e = run_cli("eval", str(preds), str(out), "--json", str(tmp_path / "s.json"), "--no-progress")
+    assert e.returncode == 0, e.stderr
+    scores = json.loads((tmp_path / "s.json").read_text())
+    ious = []
+    for x in recs:  # the oracle of a 16x16 grid, computed here
+        m = dense(x["segmentation"]).astype(bool)
+        back = st.grid_to_mask(st.rle_to_grid(x["segmentation"], 16), m.shape).astype(bool)
+        ious.append((m & back).sum() / ((m | back).sum() + 1e-5))
+    assert scores["metrics"]["giou"] == pytest.approx(float(np.mean(ious)), abs=1e-6)
+
+
+def test_cli_build_shards_and_errors(layout, tmp_path):
+    args = ["build", "grefcoco", "--refs", str(layout["grefcoco"]), "--instances",
+            str(layout["grefcoco_instances"]), "--no-progress"]
+    whole = tmp_path / "all.jsonl"
+    assert run_cli(*args, "-o", str(whole)).returncode == 0
+    parts = []
+    for i in range(2):
+        p = tmp_path / f"part{i}.jsonl"
+        assert run_cli(*args, "-o", str(p), "--shard", f"{i}/2").returncode == 0
+        parts.append(read_jsonl(p))
+    assert sorted(x["id"] for x in parts[0] + parts[1]) == sorted(x["id"] for x in read_jsonl(whole))
+    bad = write_bad_variants(tmp_path, layout["instances_data"])
+    r = run_cli("build", "refcoco", "--refs", str(bad["refs_unknown_ann"]), "--instances",
+                str(layout["refcoco_instances"]), "-o", str(tmp_path / "b.jsonl"), "--no-progress")
+    assert r.returncode == 2 and "ann_id" in r.stderr and not (tmp_path / "b.jsonl").exists()
+    r = run_cli("build", "refcoco", "--refs", str(bad["refs_unknown_ann"]), "--instances",
+                str(layout["refcoco_instances"]), "-o", str(tmp_path / "b.jsonl"), "--no-progress",
+                "--skip-invalid")
+    assert r.returncode == 0 and "skipped 1" in r.stderr
+    r = run_cli(*args, "-o", str(tmp_path / "c.jsonl"), "--shard", "2/2")
+    assert r.returncode == 2 and "I/N" in r.stderr
