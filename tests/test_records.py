@@ -409,3 +409,108 @@ def test_cli_build_shards_and_errors(layout, tmp_path):
     assert r.returncode == 0 and "skipped 1" in r.stderr
     r = run_cli(*args, "-o", str(tmp_path / "c.jsonl"), "--shard", "2/2")
     assert r.returncode == 2 and "I/N" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------ panoptic, label maps
+
+import pathlib  # noqa: E402
+
+from PIL import Image  # noqa: E402
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_panoptic_val2017"
+needs_panoptic = pytest.mark.skipif(not (SHARED / "panoptic_examples.json").exists(),
+                                    reason="the shared COCO panoptic sample is not beside the project")
+
+
+@needs_panoptic
+@pytest.mark.parametrize("task", ["semantic", "instances"])
+def test_panoptic_records_from_the_real_sample(tmp_path, task):
+    data = json.loads((SHARED / "panoptic_examples.json").read_text())
+    samples = records.read_panoptic(SHARED / "panoptic_examples.json", SHARED / "panoptic_examples", task)
+    assert len(samples) == len(data["annotations"]) == 2
+    out = tmp_path / "p.jsonl"
+    records.build(samples, out, records.Options(grid_size=(24, 24), verify=True))
+    for rec, ann in zip(read_jsonl(out), data["annotations"]):
+        png = SHARED / "panoptic_examples" / ann["file_name"]
+        label_map, labels = st.coco.panoptic_to_label_map(png, ann["segments_info"], data["categories"],
+                                                          instances=task == "instances")
+        res = st.decode_rrle(seg_body(answer_of(rec)), labels, 24, mode="strict")
+        np.testing.assert_array_equal(res.grid, st.mask_to_grid(label_map, 24))
+        assert rec["image_size"] == list(label_map.shape) and rec["image_id"] == ann["image_id"]
+        for seg in rec["segments"]:  # the scoring masks are the PNG's own
+            np.testing.assert_array_equal(dense(seg["segmentation"]).astype(bool),
+                                          label_map == labels.index(seg["label"]))
+    bsd = tmp_path / "b.jsonl"
+    records.build(samples, bsd, records.Options(encoding="bsd", resolution=32, verify=True))
+    for rec in read_jsonl(bsd):
+        assert answer_of(rec).count("<ref>") == len(rec["segments"]) > 3
+
+
+def test_panoptic_png_with_unknown_ids_is_named(tmp_path):
+    png_dir = tmp_path / "png"
+    png_dir.mkdir()
+    ids = np.zeros((6, 6, 3), np.uint8)
+    ids[:3, :3, 0] = 7
+    ids[3:, 3:, 0] = 9  # not in segments_info
+    Image.fromarray(ids).save(png_dir / "a.png")
+    Image.fromarray(np.where(ids == 9, 0, ids).astype(np.uint8)).save(png_dir / "b.png")
+    cats = [{"id": 1, "name": "person", "isthing": 1}]
+    data = {"images": [{"id": 1, "file_name": "a.jpg", "height": 6, "width": 6},
+                       {"id": 2, "file_name": "b.jpg", "height": 6, "width": 6}],
+            "categories": cats,
+            "annotations": [{"image_id": i, "file_name": f, "segments_info": [{"id": 7, "category_id": 1}]}
+                            for i, f in ((1, "a.png"), (2, "b.png"))]}
+    samples = records.read_panoptic(data, png_dir)
+    with pytest.raises(ValueError, match=r"a\.png"):
+        records.build(samples, tmp_path / "x.jsonl", records.Options(grid_size=2))
+    summary = records.build(samples, tmp_path / "x.jsonl", records.Options(grid_size=2), skip_invalid=True,
+                            resume=True)
+    assert summary.records == 1 and summary.skipped == 1 and "a.png" in summary.problems[0]
+
+
+def test_semantic_label_maps_with_ignore_index(tmp_path):
+    d = tmp_path / "maps"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    maps = {}
+    for name in ("b", "a", "c"):
+        m = rng.integers(0, 3, (20, 30)).astype(np.uint8)
+        m[:5] = 255
+        maps[name] = m
+        Image.fromarray(m).save(d / f"{name}.png")
+    (tmp_path / "names.txt").write_text("background\nroad\ncar\n")
+    samples = records.read_semantic(d, tmp_path / "names.txt", ignore_index=255)
+    assert [s.image for s in samples] == ["a.jpg", "b.jpg", "c.jpg"]
+    out = tmp_path / "s.jsonl"
+    records.build(samples, out, records.Options(grid_size=(4, 6), verify=True))
+    for rec, name in zip(read_jsonl(out), "abc"):
+        want = st.mask_to_grid(maps[name], (4, 6), ignore_index=255)
+        res = st.decode_rrle(seg_body(answer_of(rec)), ["others", "road", "car"], (4, 6), mode="strict")
+        np.testing.assert_array_equal(res.grid, want)
+        assert [s["label"] for s in rec["segments"]] == ["road", "car"]
+    no_ignore = records.read_semantic(d, tmp_path / "names.txt")
+    with pytest.raises(ValueError, match="pixel value 255 is beyond the classes"):
+        records.build(no_ignore, tmp_path / "t.jsonl", records.Options())
+
+
+def test_cli_build_panoptic_and_semantic(tmp_path):
+    if (SHARED / "panoptic_examples.json").exists():
+        out = tmp_path / "p.jsonl"
+        r = run_cli("build", "panoptic", "--panoptic", str(SHARED / "panoptic_examples.json"), "--png-dir",
+                    str(SHARED / "panoptic_examples"), "--task", "instances", "--encoding", "bsd",
+                    "--style", "llava", "-o", str(out), "--no-progress", "--verify")
+        assert r.returncode == 0, r.stderr
+        assert len(read_jsonl(out)) == 2
+    d = tmp_path / "maps"
+    d.mkdir()
+    Image.fromarray(np.array([[0, 1], [2, 2]], np.uint8)).save(d / "x.png")
+    (tmp_path / "names.txt").write_text("bg\nroad\ncar\n")
+    out = tmp_path / "s.jsonl"
+    r = run_cli("build", "semantic", "--label-dir", str(d), "--classes", str(tmp_path / "names.txt"),
+                "--grid-size", "2", "-o", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert seg_body(answer_of(read_jsonl(out)[0])) == "others *1| road *1\n car *2\n"
+    (tmp_path / "bad.txt").write_text("bg\nroad\nroad\n")
+    r = run_cli("build", "semantic", "--label-dir", str(d), "--classes", str(tmp_path / "bad.txt"),
+                "-o", str(tmp_path / "t.jsonl"), "--no-progress")
+    assert r.returncode == 2 and "line 3" in r.stderr

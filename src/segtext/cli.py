@@ -245,6 +245,17 @@ def _add_build_parser(sub) -> None:
                      help="the refs pickle (a pickle can run code: only files you trust) or the same list as JSON")
     gref = src.add_parser("grefcoco", help="gRefCOCO: grefs(unc).json + instances.json (several or no targets)")
     gref.add_argument("--refs", required=True, metavar="JSON", help="grefs(unc).json")
+    pan = src.add_parser("panoptic", help="COCO panoptic_*.json + PNG folder: one record per image")
+    pan.add_argument("--panoptic", required=True, metavar="JSON", help="the panoptic JSON")
+    pan.add_argument("--png-dir", required=True, metavar="DIR", help="the folder of its PNGs")
+    pan.add_argument("--task", choices=("semantic", "instances"), default="semantic",
+                     help="semantic: one label per category, things and stuff (default); instances: each "
+                          "thing its own label (person 1, person 2, ...), one B-SD block per segment")
+    sem = src.add_parser("semantic", help="a folder of PNG label maps + class names (ADE20K, COCO-Stuff, PASCAL)")
+    sem.add_argument("--label-dir", required=True, metavar="DIR", help="PNG label maps (pixel = class index)")
+    sem.add_argument("--classes", required=True, metavar="NAMES.txt",
+                     help="class names, one a line; line 1 is id 0, the background, written 'others'")
+    sem.add_argument("--ignore-index", type=_non_negative_int, metavar="V", help="pixel value that never votes")
     for p in (ref, gref):
         p.add_argument("--instances", required=True, metavar="JSON", help="the dataset's instances.json")
         p.add_argument("--split", metavar="NAME", help="keep one split (train, val, testA, testB, test)")
@@ -252,7 +263,7 @@ def _add_build_parser(sub) -> None:
                        help="one record per sentence (default) or per ref")
         p.add_argument("--sentence", choices=("sent", "raw"), default="sent",
                        help="the phrase: 'sent' (tokenised, lower case; default) or 'raw'")
-    for p in (coco, ref, gref):
+    for p in (coco, ref, gref, pan, sem):
         p.add_argument("-o", "--output", required=True, metavar="OUTPUT.jsonl",
                        help="records file (written as OUTPUT.partial, renamed when complete)")
         p.add_argument("--encoding", choices=FORMATS, default="rrle",
@@ -300,9 +311,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
         elif args.source == "refcoco":
             samples = records.read_refcoco(args.refs, args.instances, args.split, args.per, args.sentence,
                                            skip_invalid=args.skip_invalid, problems=problems)
-        else:
+        elif args.source == "grefcoco":
             samples = records.read_grefcoco(args.refs, args.instances, args.split, args.per, args.sentence,
                                             skip_invalid=args.skip_invalid, problems=problems)
+        elif args.source == "panoptic":
+            samples = records.read_panoptic(args.panoptic, args.png_dir, args.task,
+                                            skip_invalid=args.skip_invalid, problems=problems)
+        else:
+            samples = records.read_semantic(args.label_dir, args.classes, args.ignore_index)
         if args.shard is not None:
             i, n = args.shard
             samples = samples[i::n]
@@ -753,24 +769,9 @@ def _source_options(args: argparse.Namespace) -> str | None:
 
 def _read_png(path: str) -> np.ndarray:
     """The pixels of a PNG file as a numpy array (ValueError for a missing or unreadable one)."""
-    from PIL import Image, UnidentifiedImageError
+    from segtext.records import read_label_png
 
-    if not os.path.isfile(path):
-        raise ValueError("file not found")
-    try:
-        with Image.open(path) as im:
-            if im.format != "PNG":
-                raise ValueError(f"not a PNG file ({im.format})")
-            if im.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "RGB", "RGBA"):
-                raise ValueError(f"unsupported PNG mode {im.mode}")
-            check_image_size(im.height, im.width, "the PNG")
-            if im.mode == "RGBA":
-                im = im.convert("RGB")
-            return np.asarray(im)
-    except UnidentifiedImageError:
-        raise ValueError("not a readable picture") from None
-    except OSError as e:
-        raise ValueError(f"cannot read it: {e}") from None
+    return read_label_png(path)
 
 
 def _labels_problem(labels: Sequence[str], cache: dict[str, str | None]) -> str | None:
@@ -890,30 +891,12 @@ def _panoptic_lines(args: argparse.Namespace, anns: list, images: dict, cats: li
 
 def _read_classes(path: str) -> list[str]:
     """The class names of --classes, id 0 written as the background word."""
+    from segtext.records import read_class_names
+
     try:
-        with open(path, encoding="utf-8") as f:
-            names = f.read().splitlines()
-    except FileNotFoundError:
-        raise CliError(f"classes file not found: {path}") from None
-    except UnicodeDecodeError as e:
-        raise CliError(f"{path} is not UTF-8 text: {e.reason}") from None
-    except OSError as e:
-        raise CliError(f"cannot read {path}: {e.strerror}") from None
-    names = [t.strip() for t in names]
-    while names and not names[-1]:
-        names.pop()
-    if not names:
-        raise CliError(f"{path} is empty; expected one class name a line, the background first")
-    names[0] = BACKGROUND
-    seen: dict[str, int] = {}
-    for n, label in enumerate(names[1:], 1):
-        problem = _check_label(label)
-        if problem:
-            raise CliError(f"{path}: line {n + 1}: class {label!r}: {problem}")
-        if label in seen:
-            raise CliError(f"{path}: line {n + 1}: class {label!r} is also on line {seen[label] + 1}")
-        seen[label] = n
-    return names
+        return read_class_names(path)
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def _semantic_lines(args: argparse.Namespace, files: list[str], classes: list[str], skips: _Skips,

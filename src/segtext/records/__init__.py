@@ -8,7 +8,8 @@ writes the records of many samples to a JSON Lines file, in order, resumably, on
 processes if asked, with the same bytes for the same inputs and seed.
 
 Sources (:mod:`segtext.records.sources`): COCO instances (:func:`read_coco`), RefCOCO /
-RefCOCO+ / RefCOCOg (:func:`read_refcoco`), gRefCOCO (:func:`read_grefcoco`).
+RefCOCO+ / RefCOCOg (:func:`read_refcoco`), gRefCOCO (:func:`read_grefcoco`), COCO panoptic
+(:func:`read_panoptic`) and folders of semantic label maps (:func:`read_semantic`).
 
 Record styles (:data:`STYLES`): ``messages`` (ms-swift, LLaMA-Factory, TRL), ``llava``,
 ``prompt-completion`` (TRL) and ``xsam`` (X-SAM's ``<p>...</p>`` prompts and ``<SEG>``
@@ -29,7 +30,17 @@ Example:
 
 from segtext.records.builder import BuildSummary, Options, build, encode_sample, make_record
 from segtext.records.prompts import TASKS, Templates, default_templates, load_templates
-from segtext.records.sources import Sample, Target, read_coco, read_grefcoco, read_refcoco
+from segtext.records.sources import (
+    Sample,
+    Target,
+    read_class_names,
+    read_coco,
+    read_grefcoco,
+    read_label_png,
+    read_panoptic,
+    read_refcoco,
+    read_semantic,
+)
 from segtext.records.styles import STYLES
 
 __all__ = [
@@ -45,7 +56,11 @@ __all__ = [
     "encode_sample",
     "load_templates",
     "make_record",
+    "read_class_names",
     "read_coco",
     "read_grefcoco",
+    "read_label_png",
+    "read_panoptic",
     "read_refcoco",
+    "read_semantic",
 ]

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from segtext.bricks import BOX_FORMATS, decode_bsd, encode_bsd
-from segtext.coco import merge_rles, to_rle
+from segtext.coco import merge_rles, panoptic_to_label_map, to_rle
 from segtext.grid import mask_to_grid, rle_to_grid
-from segtext.labels import BACKGROUND
+from segtext.labels import BACKGROUND, check_label
 from segtext.records.prompts import Templates, default_templates
-from segtext.records.sources import Sample
+from segtext.records.sources import Sample, read_label_png
 from segtext.records.styles import STYLES, shape
 from segtext.rrle import FORMATS, decode_rrle, encode_irle, encode_isd, encode_rrle, rle_to_text
 
@@ -136,7 +136,84 @@ def encode_sample(sample: Sample, options: Options) -> tuple[str, dict]:
         raise ValueError(f"sample {sample.id} (image {sample.image_id!r}): {e}") from None
 
 
+def _png_parts(sample: Sample, o: Options) -> tuple[tuple[int, int], np.ndarray, list[str], int | None, list[str]]:
+    """``((H, W), label map, labels, ignore index, B-SD label of each id)`` of a panoptic or
+    semantic-map sample, read from its PNG."""
+    info = sample.label_info or {}
+    try:
+        png = read_label_png(sample.label_png)
+    except ValueError as e:
+        raise ValueError(f"{sample.label_png}: {e}") from None
+    if info.get("kind") == "panoptic":
+        if png.ndim != 3 or png.shape[2] != 3:
+            raise ValueError(f"{sample.label_png}: not an RGB picture (a panoptic PNG holds segment ids as "
+                             "R + 256*G + 256**2*B)")
+        ids = (png[..., 0].astype(np.int64) + 256 * png[..., 1].astype(np.int64)
+               + 65536 * png[..., 2].astype(np.int64))
+        known = {seg.get("id") for seg in info["segments_info"] if isinstance(seg, dict)}
+        unknown = [int(v) for v in np.unique(ids) if v != 0 and int(v) not in known]
+        if unknown:
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            raise ValueError(f"{sample.label_png}: segment id {unknown[0]} is in the PNG but not in "
+                             f"segments_info{more}")
+        label_map, labels = panoptic_to_label_map(png, info["segments_info"], info["categories"],
+                                                  instances=sample.task == "instances")
+        things = {c["name"] for c in info["categories"] if c.get("isthing", 1)}
+        block_names = [lab.rsplit(" ", 1)[0] if sample.task == "instances" and lab.rsplit(" ", 1)[0] in things
+                       and lab.rsplit(" ", 1)[-1].isdigit() else lab for lab in labels]
+        ignore = None
+    else:
+        if png.ndim != 2:
+            raise ValueError(f"{sample.label_png}: not a single-channel label map (expected a PNG of mode L, P, "
+                             "I or I;16)")
+        labels = list(info["classes"])
+        ignore = info.get("ignore_index")
+        values = np.unique(png)
+        beyond = [int(v) for v in values if int(v) >= len(labels) and int(v) != ignore]
+        if beyond:
+            raise ValueError(f"{sample.label_png}: pixel value {beyond[0]} is beyond the classes ({len(labels)} "
+                             f"names, ids 0..{len(labels) - 1})"
+                             + ("" if ignore is not None else "; give the ignore index of unlabelled pixels"))
+        label_map = png.astype(np.int32)
+        block_names = labels
+    size = tuple(int(v) for v in label_map.shape)
+    if sample.image_size is not None and tuple(sample.image_size) != size:
+        raise ValueError(f"{sample.label_png}: the PNG is {size[0]}x{size[1]} pixels, the image entry says "
+                         f"{sample.image_size[0]}x{sample.image_size[1]}")
+    return size, label_map, labels, ignore, block_names
+
+
+def _rle_of(mask: np.ndarray) -> dict:
+    import pycocotools.mask as mask_util
+
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _encode_png(sample: Sample, o: Options) -> tuple[str, dict, tuple[int, int]]:
+    (H, W), label_map, labels, ignore, block_names = _png_parts(sample, o)
+    present = [int(v) for v in np.unique(label_map) if v != 0 and v != ignore and v < len(labels)]
+    score = {"segments": [{"label": labels[v], "segmentation": _rle_of(label_map == v)} for v in present]}
+    if o.encoding == "bsd":
+        objects = [(block_names[v], label_map == v) for v in present]
+        text = encode_bsd(objects, (H, W), o.resolution, o.policy, o.threshold, box_format=o.box_format)
+        if o.verify:
+            _verify_bsd(text, [name for name, _ in objects], (H, W), o)
+        return text, score, (H, W)
+    for lab in labels[1:]:
+        check_label(lab)
+    grid = mask_to_grid(label_map, o.grid_size, o.policy, o.threshold, ignore_index=ignore)
+    text = _ENCODERS[o.encoding](grid, labels)
+    if o.verify:
+        _verify_grid(text, labels, grid, o)
+    return _wrap(text), score, (H, W)
+
+
 def _encode(sample: Sample, o: Options) -> tuple[str, dict]:
+    if sample.label_png is not None:
+        text, score, size = _encode_png(sample, o)
+        score["image_size"] = [size[0], size[1]]
+        return text, score
     H, W = sample.image_size
     rles = _rles(sample)
     if sample.task == "referring":
@@ -235,7 +312,8 @@ def make_record(sample: Sample, options: Options, seed: int = 0) -> dict:
             mask = "".join(f"<p>{s['label']}</p><SEG>" for s in score["segments"])
     question, answer = templates.choose(kind, phrase, mask, seed, sample.id)
     image = sample.image if options.images is None else os.path.join(options.images, sample.image)
-    fields = {"image_id": sample.image_id, "image_size": [int(sample.image_size[0]), int(sample.image_size[1])]}
+    size = score.pop("image_size", None) or [int(sample.image_size[0]), int(sample.image_size[1])]
+    fields = {"image_id": sample.image_id, "image_size": size}
     fields.update(score)
     fields["task"] = sample.task
     if sample.source:

@@ -11,7 +11,12 @@ reader                    files
 :func:`read_coco`         COCO ``instances_*.json`` (polygons, RLE, crowd RLE)
 :func:`read_refcoco`      ``refs(unc).p`` / ``refs(umd).p`` / ``refs(google).p`` + ``instances.json``
 :func:`read_grefcoco`     ``grefs(unc).json`` + ``instances.json``
+:func:`read_panoptic`     COCO ``panoptic_*.json`` + its PNG folder
+:func:`read_semantic`     a folder of PNG label maps + a class-names file (ADE20K, COCO-Stuff, PASCAL)
 ========================  =====================================================================
+
+Panoptic and semantic samples keep the PNG's path (:attr:`Sample.label_png`); the builder reads
+it, so reading a source stays cheap and the pixels are read in the worker processes.
 
 The RefCOCO family ships its refs as a Python **pickle**: loading a pickle can run code, so only
 load one from a source you trust (gRefCOCO ships JSON, which is safe to read).
@@ -26,7 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Sample", "Target", "read_coco", "read_grefcoco", "read_refcoco"]
+import numpy as np
+
+from segtext._validate import check_image_size
+from segtext.labels import BACKGROUND, check_label
+
+__all__ = ["Sample", "Target", "read_class_names", "read_coco", "read_grefcoco", "read_label_png",
+           "read_panoptic", "read_refcoco", "read_semantic"]
 
 TASKS_OF_COCO = ("referring", "semantic", "instances")
 
@@ -68,6 +79,10 @@ class Sample:
         phrase: the referring expression (``referring`` only).
         source: ids from the input (``ref_id``, ``sent_id``, ``ann_ids``, ``split``, ...),
             copied into the record.
+        label_png: for panoptic and semantic-map samples, the PNG the masks are read from
+            (the targets are then empty; ``label_info`` says how to read it).
+        label_info: ``{"kind": "panoptic", "segments_info", "categories"}`` or ``{"kind":
+            "label_map", "classes", "ignore_index"}``.
 
     Example:
         >>> from segtext.records import Sample, Target
@@ -84,6 +99,8 @@ class Sample:
     targets: list[Target]
     phrase: str | None = None
     source: dict = field(default_factory=dict)
+    label_png: str | None = None
+    label_info: dict | None = None
 
 
 class SourceError(ValueError):
@@ -401,3 +418,205 @@ def read_grefcoco(
     for s in samples:
         s.source["no_target"] = not s.targets
     return samples
+
+
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """The pixels of a PNG file (a label map, or a panoptic RGB picture) as a numpy array.
+
+    Raises:
+        ValueError: a missing or unreadable file, not a PNG, an unsupported mode, a picture past
+            the size limits (:mod:`segtext.limits`).
+
+    Example:
+        >>> import os, tempfile, numpy as np
+        >>> from PIL import Image
+        >>> from segtext.records import read_label_png
+        >>> path = os.path.join(tempfile.mkdtemp(), "m.png")
+        >>> Image.fromarray(np.array([[0, 3]], np.uint8)).save(path)
+        >>> read_label_png(path).tolist()
+        [[0, 3]]
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise ValueError("file not found")
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise ValueError(f"not a PNG file ({im.format})")
+            if im.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "RGB", "RGBA"):
+                raise ValueError(f"unsupported PNG mode {im.mode}")
+            check_image_size(im.height, im.width, "the PNG")
+            if im.mode == "RGBA":
+                im = im.convert("RGB")
+            return np.asarray(im)
+    except UnidentifiedImageError:
+        raise ValueError("not a readable picture") from None
+    except OSError as e:
+        raise ValueError(f"cannot read it: {e}") from None
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """Class names, one a line; line 1 is id 0, the background, returned as ``"others"``.
+
+    Raises:
+        ValueError: a missing, unreadable or empty file, a name that cannot be a label (naming
+            its line), a name given twice.
+
+    Example:
+        >>> import os, tempfile
+        >>> from segtext.records import read_class_names
+        >>> path = os.path.join(tempfile.mkdtemp(), "names.txt")
+        >>> _ = open(path, "w").write("background\\nwall\\nsky\\n")
+        >>> read_class_names(path)
+        ['others', 'wall', 'sky']
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = f.read().splitlines()
+    except FileNotFoundError:
+        raise ValueError(f"classes file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text: {e.reason}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    names = [t.strip() for t in names]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise ValueError(f"{path} is empty; expected one class name a line, the background first")
+    names[0] = BACKGROUND
+    seen: dict[str, int] = {}
+    for n, label in enumerate(names[1:], 1):
+        try:
+            check_label(label)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: line {n + 1}: class {label!r}: {e}") from None
+        if label == BACKGROUND:
+            raise ValueError(f"{path}: line {n + 1}: class {label!r}: {label!r} is the background word: the "
+                             "mask would decode as background; give the foreground another name")
+        if label in seen:
+            raise ValueError(f"{path}: line {n + 1}: class {label!r} is also on line {seen[label] + 1}")
+        seen[label] = n
+    return names
+
+
+def read_panoptic(
+    panoptic: str | os.PathLike | dict,
+    png_dir: str | os.PathLike,
+    task: str = "semantic",
+    skip_invalid: bool = False,
+    problems: list[str] | None = None,
+) -> list[Sample]:
+    """Samples of COCO panoptic: one per image, its PNG read when the record is built.
+
+    Args:
+        panoptic: ``panoptic_*.json`` (``annotations`` with ``file_name`` and ``segments_info``,
+            ``images``, ``categories`` with ``isthing``), or its parsed JSON.
+        png_dir: the folder of the panoptic PNGs.
+        task: ``"semantic"`` (one label per category, things and stuff) or ``"instances"``
+            (each thing segment its own label, ``person 1``, ``person 2``, ...; one B-SD block
+            per segment).
+        skip_invalid, problems: as :func:`read_coco`.
+
+    Raises:
+        SourceError (a ValueError): bad layout, an annotation without ``file_name`` or
+            ``segments_info``, a PNG that does not exist (naming the file and the annotation).
+            A PNG whose ids are not in ``segments_info`` is reported when it is read.
+
+    Example:
+        >>> import tempfile
+        >>> from segtext.records import read_panoptic
+        >>> data = {"images": [{"id": 1, "height": 2, "width": 3, "file_name": "1.jpg"}],
+        ...         "categories": [{"id": 1, "name": "person", "isthing": 1}],
+        ...         "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": []}]}
+        >>> read_panoptic(data, tempfile.mkdtemp(), skip_invalid=True, problems=(out := []))
+        []
+        >>> "not found" in out[0]
+        True
+    """
+    if task not in ("semantic", "instances"):
+        raise ValueError(f"task must be 'semantic' or 'instances', got {task!r}")
+    data, name = _load_json(panoptic, "panoptic")
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise SourceError(f"{name}: expected COCO panoptic JSON (an object with an 'annotations' list)")
+    cats = data.get("categories")
+    if not isinstance(cats, list) or not all(isinstance(c, dict) and type(c.get("id")) is int
+                                             and isinstance(c.get("name"), str) for c in cats):
+        raise SourceError(f"{name}: expected a 'categories' list of objects with an int 'id' and a str 'name'")
+    categories = [{"id": c["id"], "name": c["name"], "isthing": int(bool(c.get("isthing", 1)))} for c in cats]
+    images = {img["id"]: img for img in data.get("images") or [] if isinstance(img, dict) and "id" in img}
+    if not os.path.isdir(png_dir):
+        raise SourceError(f"the PNG folder does not exist: {png_dir}")
+    samples = []
+    for n, ann in enumerate(data["annotations"]):
+        where = f"{name}: annotation {n}"
+        try:
+            if not isinstance(ann, dict) or not isinstance(ann.get("file_name"), str):
+                raise SourceError(f"{where}: no 'file_name'")
+            if not isinstance(ann.get("segments_info"), list):
+                raise SourceError(f"{where} ({ann['file_name']}): no 'segments_info' list")
+            path = os.path.join(png_dir, ann["file_name"])
+            if not os.path.isfile(path):
+                raise SourceError(f"{where}: PNG not found: {path}")
+            image_id = ann.get("image_id")
+            img = images.get(image_id, {})
+            file_name = img.get("file_name") if isinstance(img.get("file_name"), str) else \
+                os.path.splitext(ann["file_name"])[0] + ".jpg"
+            size = (int(img["height"]), int(img["width"])) if "height" in img and "width" in img else None
+        except SourceError as e:
+            _report(str(e), skip_invalid, problems)
+            continue
+        samples.append(Sample(f"pan{image_id}", task, file_name, image_id, size, [], source={"png": ann["file_name"]},
+                              label_png=path, label_info={"kind": "panoptic", "segments_info": ann["segments_info"],
+                                                          "categories": categories}))
+    return samples
+
+
+def read_semantic(
+    label_dir: str | os.PathLike,
+    classes: str | os.PathLike | list[str],
+    ignore_index: int | None = None,
+    images_ext: str = ".jpg",
+) -> list[Sample]:
+    """Samples of a folder of semantic label maps (PNG, pixel = class index), sorted by name.
+
+    Args:
+        label_dir: the folder of PNG label maps.
+        classes: the class-names file (see :func:`read_class_names`) or the names (id 0 first).
+        ignore_index: the pixel value that never votes (e.g. 255); a cell of ignored pixels only
+            is background.
+        images_ext: the image file of ``x.png`` is taken to be ``x`` + ``images_ext``.
+
+    Raises:
+        SourceError (a ValueError): a folder that does not exist or holds no PNG, a bad classes
+            file. A pixel value beyond the classes is reported when the map is read.
+
+    Example:
+        >>> import os, tempfile, numpy as np
+        >>> from PIL import Image
+        >>> from segtext.records import read_semantic
+        >>> d = tempfile.mkdtemp()
+        >>> Image.fromarray(np.array([[0, 1]], np.uint8)).save(os.path.join(d, "a.png"))
+        >>> [(s.id, s.image, s.task) for s in read_semantic(d, ["background", "cat"])]
+        [('map:a', 'a.jpg', 'semantic')]
+    """
+    if not os.path.isdir(label_dir):
+        raise SourceError(f"the label-map folder does not exist: {label_dir}")
+    if isinstance(classes, (str, os.PathLike)):
+        try:
+            names = read_class_names(classes)
+        except ValueError as e:
+            raise SourceError(str(e)) from None
+    else:
+        names = [BACKGROUND, *[str(c) for c in list(classes)[1:]]]
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+                                     or ignore_index < 0):
+        raise ValueError(f"ignore_index must be a non-negative int or None, got {ignore_index!r}")
+    files = sorted(f for f in os.listdir(label_dir) if f.lower().endswith(".png"))
+    if not files:
+        raise SourceError(f"{label_dir} holds no PNG label map")
+    info = {"kind": "label_map", "classes": names, "ignore_index": ignore_index}
+    return [Sample(f"map:{os.path.splitext(f)[0]}", "semantic", os.path.splitext(f)[0] + images_ext,
+                   os.path.splitext(f)[0], None, [], source={"png": f}, label_png=os.path.join(label_dir, f),
+                   label_info=info) for f in files]
