@@ -514,3 +514,42 @@ def test_cli_build_panoptic_and_semantic(tmp_path):
     r = run_cli("build", "semantic", "--label-dir", str(d), "--classes", str(tmp_path / "bad.txt"),
                 "-o", str(tmp_path / "t.jsonl"), "--no-progress")
     assert r.returncode == 2 and "line 3" in r.stderr
+
+
+def test_a_killed_build_resumes_to_the_same_bytes(tmp_path):
+    """SIGKILL in the middle of `segtext build`, then --resume: the file equals an uninterrupted run."""
+    import signal
+    import time
+
+    anns = st.coco.sample_annotations() * 4
+    images, annotations = {}, []
+    for n, a in enumerate(anns):
+        H, W = a["segmentation"]["size"]
+        images[a["image_id"]] = {"id": a["image_id"], "file_name": f"{a['image_id']}.jpg", "height": H, "width": W}
+        annotations.append({"id": n + 1, "image_id": a["image_id"], "category_id": a["category_id"], "iscrowd": 0,
+                            "segmentation": a["segmentation"]})
+    cats = [{"id": c, "name": st.coco.COCO_CATEGORY_NAMES[c]} for c in sorted({a["category_id"] for a in anns})]
+    inst = tmp_path / "instances.json"
+    inst.write_text(json.dumps({"images": list(images.values()), "annotations": annotations, "categories": cats}))
+    args = [sys.executable, "-m", "segtext", "build", "coco", "--instances", str(inst), "--no-progress"]
+    whole = tmp_path / "whole.jsonl"
+    assert subprocess.run([*args, "-o", str(whole)], capture_output=True).returncode == 0
+    out = tmp_path / "out.jsonl"
+    partial = tmp_path / "out.jsonl.partial"
+    for attempt in range(3):  # kill it once some records are written (retry if it finished first)
+        proc = subprocess.Popen([*args, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if partial.exists() and partial.stat().st_size > 20000:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL:
+            break
+        out.unlink(missing_ok=True)
+    assert proc.returncode == -signal.SIGKILL and partial.exists() and not out.exists()
+    r = subprocess.run([*args, "-o", str(out), "--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "resumed after" in r.stderr
+    assert out.read_bytes() == whole.read_bytes() and not partial.exists()

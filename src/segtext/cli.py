@@ -285,6 +285,9 @@ def _add_build_parser(sub) -> None:
         p.add_argument("--seed", type=int, default=0, help="seeds the template choices (default 0)")
         p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                        help="processes encoding samples (the output does not depend on it)")
+        p.add_argument("--ray", metavar="ADDRESS",
+                       help="encode on a Ray cluster with Ray Data ('local' starts one on this machine, "
+                            "'auto' joins the running one); the output does not depend on it")
         p.add_argument("--shard", type=_shard, metavar="I/N", help="write only samples I, I+N, I+2N, ...")
         p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N samples")
         p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT.partial")
@@ -330,9 +333,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
             policy=args.policy, threshold=args.threshold, box_format=args.box_format, style=args.style,
             images=args.images, templates=templates, verify=args.verify)
         tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None
+        if args.ray:
+            _start_ray(args.ray)
         summary = records.build(samples, args.output, options, seed=args.seed, workers=args.workers,
                                 resume=args.resume, skip_invalid=args.skip_invalid,
-                                progress=not args.no_progress and sys.stderr.isatty(), tokenizer=tokenizer)
+                                progress=not args.no_progress and sys.stderr.isatty(), tokenizer=tokenizer,
+                                backend="ray" if args.ray else "processes")
     except KeyboardInterrupt:
         print(f"segtext build: interrupted; the records written so far are in {args.output}.partial: "
               "run the same command with --resume to continue", file=sys.stderr)
@@ -359,6 +365,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
         entry = records.styles.llamafactory_entry(name, os.path.basename(args.output))
         print("segtext build: LLaMA-Factory dataset_info.json entry: " + json.dumps(entry), file=sys.stderr)
     return 0
+
+
+def _start_ray(address: str) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise CliError("--ray needs Ray Data (pip install 'ray[data]')") from None
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env = {k: os.environ[k] for k in ("NUMBA_CACHE_DIR", "RAY_USAGE_STATS_ENABLED") if k in os.environ}
+    try:
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": env})
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise CliError(f"--ray {address}: cannot start or join Ray: {e}") from None
 
 
 def _load_tokenizer(path: str) -> Any:

@@ -40,6 +40,8 @@ from segtext.records.sources import (
     read_panoptic,
     read_refcoco,
     read_semantic,
+    sample_from_dict,
+    sample_to_dict,
 )
 from segtext.records.styles import STYLES
 
@@ -63,4 +65,6 @@ __all__ = [
     "read_panoptic",
     "read_refcoco",
     "read_semantic",
+    "sample_from_dict",
+    "sample_to_dict",
 ]

@@ -36,7 +36,7 @@ import numpy as np
 from segtext._validate import check_image_size
 from segtext.labels import BACKGROUND, check_label
 
-__all__ = ["Sample", "Target", "read_class_names", "read_coco", "read_grefcoco", "read_label_png",
+__all__ = ["Sample", "Target", "read_class_names", "sample_from_dict", "sample_to_dict", "read_coco", "read_grefcoco", "read_label_png",
            "read_panoptic", "read_refcoco", "read_semantic"]
 
 TASKS_OF_COCO = ("referring", "semantic", "instances")
@@ -101,6 +101,38 @@ class Sample:
     source: dict = field(default_factory=dict)
     label_png: str | None = None
     label_info: dict | None = None
+
+
+def sample_to_dict(sample: Sample) -> dict:
+    """A sample as plain JSON-able data (for a ``datasets`` column, a Ray block, a file).
+
+    Example:
+        >>> from segtext.records import Sample, Target, sample_from_dict, sample_to_dict
+        >>> s = Sample("a", "referring", "x.jpg", 1, (2, 2), [Target("cat", {"size": [2, 2], "counts": [0, 4]}, 9)], "cat")
+        >>> sample_from_dict(sample_to_dict(s)) == s
+        True
+    """
+    return {"id": sample.id, "task": sample.task, "image": sample.image, "image_id": sample.image_id,
+            "image_size": None if sample.image_size is None else [int(v) for v in sample.image_size],
+            "targets": [{"label": t.label, "segmentation": t.segmentation, "ann_id": t.ann_id} for t in sample.targets],
+            "phrase": sample.phrase, "source": sample.source, "label_png": sample.label_png,
+            "label_info": sample.label_info}
+
+
+def sample_from_dict(data: dict) -> Sample:
+    """The inverse of :func:`sample_to_dict`.
+
+    Raises:
+        ValueError: ``data`` is not what :func:`sample_to_dict` gives.
+    """
+    try:
+        size = data["image_size"]
+        return Sample(data["id"], data["task"], data["image"], data["image_id"],
+                      None if size is None else (int(size[0]), int(size[1])),
+                      [Target(t["label"], t["segmentation"], t.get("ann_id")) for t in data["targets"]],
+                      data.get("phrase"), dict(data.get("source") or {}), data.get("label_png"), data.get("label_info"))
+    except (KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"not a sample dict (as sample_to_dict writes it): {e!r}") from None
 
 
 class SourceError(ValueError):
