@@ -22,19 +22,20 @@ from typing import Any
 import numpy as np
 
 from segtext.bricks import BOX_FORMATS, decode_bsd, encode_bsd
-from segtext.coco import merge_rles, panoptic_to_label_map, to_rle
+from segtext.coco import merge_rles, panoptic_to_label_map, rle_runs, to_rle
 from segtext.grid import mask_to_grid, rle_to_grid
 from segtext.labels import BACKGROUND, check_label
 from segtext.records.prompts import Templates, default_templates
 from segtext.records.sources import Sample, read_label_png
 from segtext.records.styles import STYLES, shape
-from segtext.rrle import FORMATS, decode_rrle, encode_irle, encode_isd, encode_rrle, rle_to_text
+from segtext.rrle import FORMATS, decode_rrle, encode_irle, encode_isd, encode_rrle, rle_to_text, rles_to_texts
 
 __all__ = ["BuildSummary", "Options", "build", "encode_sample", "make_record"]
 
 ENCODINGS = (*FORMATS, "bsd")
 _ENCODERS = {"rrle": encode_rrle, "isd": encode_isd, "irle": encode_irle}
-CHUNK = 64  # samples per worker task and per flush of the output
+CHUNK = 256  # samples per worker task, per batched encoder call and per flush of the output
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))  # one line per record, made once
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,22 @@ class Options:
             raise ValueError(f"grid_size must be an int or (h, w), got {gs!r}")
 
 
-def _rles(sample: Sample) -> list[dict]:
-    """The targets of a sample as checked, compressed COCO RLE (str counts) of the image size."""
+def _rles(sample: Sample, check_runs: bool = False) -> list[dict]:
+    """The targets of a sample as compressed COCO RLE (str counts) of the image size.
+
+    The layout and size are checked here; the runs of a compressed string are checked by the
+    encoder that reads them (``check_runs`` checks them here, for the paths that hand the RLE
+    to pycocotools); other forms are converted (which checks their runs)."""
     H, W = sample.image_size
     out = []
     for t in sample.targets:
         try:
             rle = to_rle(t.segmentation, (H, W))
-            # runs checked (they must add up to H*W), and counts as a str whatever the input form
-            out.append(merge_rles([rle]))
+            if not isinstance(rle["counts"], str):
+                rle = merge_rles([rle])  # bytes or uncompressed counts: checked and compressed
+            elif check_runs:
+                rle_runs(rle)
+            out.append(rle)
         except (TypeError, ValueError) as e:
             raise ValueError(f"annotation {t.ann_id!r}: {e}") from None
     return out
@@ -133,7 +141,12 @@ def encode_sample(sample: Sample, options: Options) -> tuple[str, dict]:
     try:
         return _encode(sample, options)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"sample {sample.id} (image {sample.image_id!r}): {e}") from None
+        ids = [t.ann_id for t in sample.targets if t.ann_id is not None]
+        where = f"image {sample.image_id!r}"
+        if ids and "annotation " not in str(e):
+            where += (f", annotation {ids[0]!r}" if len(ids) == 1 else
+                      ", annotations " + ", ".join(map(repr, ids)))
+        raise ValueError(f"sample {sample.id} ({where}): {e}") from None
 
 
 def _png_parts(sample: Sample, o: Options) -> tuple[tuple[int, int], np.ndarray, list[str], int | None, list[str]]:
@@ -215,7 +228,7 @@ def _encode(sample: Sample, o: Options) -> tuple[str, dict]:
         score["image_size"] = [size[0], size[1]]
         return text, score
     H, W = sample.image_size
-    rles = _rles(sample)
+    rles = _rles(sample, check_runs=sample.task == "instances")
     if sample.task == "referring":
         phrase = sample.phrase or ""
         union = None if not rles else (rles[0] if len(rles) == 1 else merge_rles(rles))
@@ -283,6 +296,26 @@ def _verify_bsd(text: str, labels: list[str], size: tuple[int, int], o: Options)
         raise ValueError(f"verify: the answer decodes to the objects {got}, expected {labels}")
 
 
+def _batch_texts(samples: Sequence[Sample], o: Options) -> dict[str, tuple[str, dict]]:
+    """``encode_sample`` of the referring samples of one target given as compressed RLE, done
+    in one compiled call (``st.rles_to_texts``); ``{}`` when any of them is not clean, so that
+    the samples go one by one and the bad one is named."""
+    if o.encoding == "bsd" or o.verify:
+        return {}
+    batch = [s for s in samples if s.task == "referring" and s.label_png is None and len(s.targets) == 1
+             and isinstance(s.targets[0].segmentation, dict) and isinstance(s.targets[0].segmentation.get("counts"), str)
+             and s.image_size is not None and list(s.targets[0].segmentation.get("size", ())) == list(s.image_size)]
+    if len(batch) < 2:
+        return {}
+    try:
+        texts = rles_to_texts([s.targets[0].segmentation for s in batch], [s.phrase or "" for s in batch],
+                              o.grid_size, o.policy, o.threshold, o.encoding)
+    except (TypeError, ValueError):
+        return {}
+    return {s.id: (_wrap(t), {"label": s.phrase or "", "segmentation": s.targets[0].segmentation})
+            for s, t in zip(batch, texts)}
+
+
 def make_record(sample: Sample, options: Options, seed: int = 0) -> dict:
     """One record of a sample: a question and an answer drawn from the templates (seeded by
     ``seed`` and the sample id), the mask text in the answer, the scoring fields.
@@ -294,7 +327,11 @@ def make_record(sample: Sample, options: Options, seed: int = 0) -> dict:
         >>> rec["id"], rec["image"], rec["image_size"], rec["label"]
         ('s', 'a.jpg', [2, 4], 'cat')
     """
-    mask, score = encode_sample(sample, options)
+    return _record(sample, options, seed, None)
+
+
+def _record(sample: Sample, options: Options, seed: int, encoded: tuple[str, dict] | None) -> dict:
+    mask, score = encode_sample(sample, options) if encoded is None else (encoded[0], dict(encoded[1]))
     templates = options.templates or _DEFAULT_TEMPLATES
     kind = sample.task
     if kind == "referring":
@@ -358,21 +395,24 @@ class BuildSummary:
         return self.written / self.seconds if self.seconds > 0 else float("inf")
 
 
-def record_line(sample: Sample, options: Options, seed: int, skip_invalid: bool) -> tuple[str | None, str | None]:
+def record_line(sample: Sample, options: Options, seed: int, skip_invalid: bool,
+                encoded: tuple[str, dict] | None = None) -> tuple[str | None, str | None]:
     """``(JSON line, None)`` of a sample's record as :func:`build` writes it, or, for an invalid
-    sample with ``skip_invalid``, ``(None, the reason)`` (without, the ValueError is raised)."""
+    sample with ``skip_invalid``, ``(None, the reason)`` (without, the ValueError is raised).
+    ``encoded`` is the sample's ``encode_sample`` result when already computed."""
     try:
-        rec = make_record(sample, options, seed)
+        rec = make_record(sample, options, seed) if encoded is None else _record(sample, options, seed, encoded)
     except ValueError as e:
         if not skip_invalid:
             raise
         return None, str(e)
-    return json.dumps(rec, ensure_ascii=False, separators=(", ", ": ")), None
+    return _JSON.encode(rec), None
 
 
 def _chunk_lines(args: tuple) -> list[tuple[str | None, str | None]]:
     samples, options, seed, skip_invalid = args
-    return [record_line(s, options, seed, skip_invalid) for s in samples]
+    done = _batch_texts(samples, options)
+    return [record_line(s, options, seed, skip_invalid, done.get(s.id)) for s in samples]
 
 
 def _resume_point(partial: str, samples: Sequence[Sample]) -> tuple[int, int]:

@@ -5,7 +5,8 @@ answers. ``{phrase}`` stands for the referring expression (``referring``, ``no_t
 ``multi_target``) and ``{mask}`` for the mask text (the answer of every kind but ``no_target``
 must hold it; in the I-SD family it is wrapped in ``<seg>...</seg>`` as Text4Seg does). The
 question and the answer of a sample are drawn by a generator seeded with the build's seed and
-the sample's id, so the same inputs and seed give the same bytes however the work is split.
+the sample's id (two numbers read off a BLAKE2b hash of both), so the same inputs and seed give
+the same bytes however the work is split.
 
 A user file (JSON) replaces the built-in set for the kinds it names::
 
@@ -17,12 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TASKS", "Templates", "default_templates", "load_templates", "sample_rng"]
+__all__ = ["TASKS", "Templates", "default_templates", "load_templates"]
 
 #: task kinds a template set covers
 TASKS = ("referring", "multi_target", "no_target", "semantic", "instances")
@@ -96,21 +96,15 @@ _DEFAULT: dict[str, dict[str, list[str]]] = {
 }
 
 
-def sample_rng(seed: int, sample_id: str) -> random.Random:
-    """The generator of one sample: seeded by the build's seed and the sample id only.
-
-    Example:
-        >>> from segtext.records.prompts import sample_rng
-        >>> sample_rng(0, "ref1").random() == sample_rng(0, "ref1").random()
-        True
-    """
-    digest = hashlib.blake2b(f"{seed}\0{sample_id}".encode("utf-8"), digest_size=8).digest()
-    return random.Random(int.from_bytes(digest, "big"))
+def _digest(seed: int, sample_id: str) -> bytes:
+    return hashlib.blake2b(f"{seed}\0{sample_id}".encode("utf-8"), digest_size=16).digest()
 
 
 def _fill(template: str, phrase: str, mask: str) -> str:
     """The template with ``{phrase}`` and ``{mask}`` filled in one pass (a phrase holding the
     text ``{mask}`` stays as it is); every other character is kept literally."""
+    if "{" not in phrase:  # the phrase cannot make a placeholder: two plain replacements suffice
+        return template.replace("{phrase}", phrase).replace("{mask}", mask)
     return _PLACEHOLDER.sub(lambda m: phrase if m.group(1) == "phrase" else mask, template)
 
 
@@ -130,12 +124,13 @@ class Templates:
     answers: dict[str, tuple[str, ...]]
 
     def choose(self, task: str, phrase: str | None, mask: str, seed: int, sample_id: str) -> tuple[str, str]:
-        """The question and answer of one sample, drawn with :func:`sample_rng`."""
+        """The question and answer of one sample, drawn from the hash of ``seed`` and ``sample_id``."""
         if task not in self.questions:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        rng = sample_rng(seed, sample_id)
-        q = rng.choice(self.questions[task])
-        a = _fill(rng.choice(self.answers[task]), phrase or "", mask)
+        digest = _digest(seed, sample_id)  # two draws from the sample's own hash, no generator built
+        qs, ans = self.questions[task], self.answers[task]
+        q = qs[int.from_bytes(digest[:8], "big") % len(qs)]
+        a = _fill(ans[int.from_bytes(digest[8:], "big") % len(ans)], phrase or "", mask)
         return _fill(q, phrase or "", mask), (a if mask else a.rstrip())  # no mask (no B-SD block): no dangling line
 
 
