@@ -564,3 +564,20 @@ def test_batched_and_one_by_one_encoding_write_the_same_bytes(layout, tmp_path):
         records.build(samples, fast, records.Options(encoding=fmt, grid_size=(12, 20)))
         records.build(samples, checked, records.Options(encoding=fmt, grid_size=(12, 20), verify=True))
         assert fast.read_bytes() == checked.read_bytes()
+
+
+def test_summary_answer_lengths_with_a_tokenizer(layout, tmp_path):
+    samples = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"])[:10]
+    out = tmp_path / "t.jsonl"
+
+    class Words:  # any object with encode(text, add_special_tokens=False), as Hugging Face tokenizers have
+        def encode(self, text, add_special_tokens=True):
+            assert add_special_tokens is False
+            return text.split()
+
+    summary = records.build(samples, out, records.Options(), tokenizer=Words())
+    lengths = np.array([len(answer_of(r).split()) for r in read_jsonl(out)])
+    assert summary.answer_tokens == {"mean": pytest.approx(lengths.mean()),
+                                     "p95": pytest.approx(np.percentile(lengths, 95)), "max": float(lengths.max())}
+    plain = records.build(samples, tmp_path / "u.jsonl", records.Options(), tokenizer=lambda t: list(t))
+    assert plain.answer_tokens["max"] == max(len(answer_of(r)) for r in read_jsonl(out))

@@ -302,9 +302,16 @@ def _batch_texts(samples: Sequence[Sample], o: Options) -> dict[str, tuple[str, 
     the samples go one by one and the bad one is named."""
     if o.encoding == "bsd" or o.verify:
         return {}
-    batch = [s for s in samples if s.task == "referring" and s.label_png is None and len(s.targets) == 1
-             and isinstance(s.targets[0].segmentation, dict) and isinstance(s.targets[0].segmentation.get("counts"), str)
-             and s.image_size is not None and list(s.targets[0].segmentation.get("size", ())) == list(s.image_size)]
+    batch = []
+    for s in samples:
+        if s.task != "referring" or len(s.targets) != 1 or s.label_png is not None:
+            continue
+        seg = s.targets[0].segmentation
+        if type(seg) is dict and type(seg.get("counts")) is str:
+            size = seg.get("size")
+            if type(size) is list and len(size) == 2 and s.image_size is not None \
+                    and size[0] == s.image_size[0] and size[1] == s.image_size[1]:
+                batch.append(s)
     if len(batch) < 2:
         return {}
     try:
