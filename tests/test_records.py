@@ -287,7 +287,7 @@ def test_interrupt_leaves_complete_lines_then_resume(layout, tmp_path, monkeypat
     samples = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"])
     full = tmp_path / "full.jsonl"
     records.build(samples, full, records.Options())
-    real = build_module._record  # every record passes here, batched or not
+    real = build_module._record_parts  # every record passes here, batched or not
     calls = {"n": 0}
 
     def flaky(sample, options, seed, encoded):
@@ -296,14 +296,14 @@ def test_interrupt_leaves_complete_lines_then_resume(layout, tmp_path, monkeypat
             raise KeyboardInterrupt
         return real(sample, options, seed, encoded)
 
-    monkeypatch.setattr(build_module, "_record", flaky)
+    monkeypatch.setattr(build_module, "_record_parts", flaky)
     out = tmp_path / "out.jsonl"
     with pytest.raises(KeyboardInterrupt):
         records.build(samples, out, records.Options())
     assert not out.exists()
     kept = (tmp_path / "out.jsonl.partial").read_bytes()
     assert kept.endswith(b"\n") and kept.count(b"\n") == 20  # four whole chunks, nothing torn
-    monkeypatch.setattr(build_module, "_record", real)
+    monkeypatch.setattr(build_module, "_record_parts", real)
     records.build(samples, out, records.Options(), resume=True)
     assert out.read_bytes() == full.read_bytes()
 
@@ -581,3 +581,22 @@ def test_summary_answer_lengths_with_a_tokenizer(layout, tmp_path):
                                      "p95": pytest.approx(np.percentile(lengths, 95)), "max": float(lengths.max())}
     plain = records.build(samples, tmp_path / "u.jsonl", records.Options(), tokenizer=lambda t: list(t))
     assert plain.answer_tokens["max"] == max(len(answer_of(r)) for r in read_jsonl(out))
+
+
+@pytest.mark.parametrize("style", records.STYLES)
+def test_lines_are_json_dumps_of_the_records(layout, style):
+    """build writes each line from the JSON of its parts; it must be json.dumps of make_record's dict."""
+    from segtext.records.builder import _record_parts, line_of
+    from segtext.records.styles import shape
+
+    samples = [*records.read_grefcoco(layout["grefcoco"], layout["grefcoco_instances"]),
+               *records.read_coco(layout["refcoco_instances"], "instances")]
+    weird = records.Sample('q"\\\u00e9\n', "referring", "d\u00e8/\"x\".jpg", {"k": [1, None]}, (32, 32),
+                           [records.Target("ça va", {"size": [32, 32], "counts": [0, 1024]})], "ça va",
+                           source={"id": "clash", "messages": 3})
+    for options in (records.Options(style=style), records.Options(style=style, encoding="bsd", resolution=16)):
+        for s in [*samples, weird]:
+            parts = _record_parts(s, options, 5, None)
+            want = json.dumps(shape(*parts), ensure_ascii=False, separators=(", ", ": "))
+            assert line_of(*parts) == want
+            assert json.loads(want) == records.make_record(s, options, 5)

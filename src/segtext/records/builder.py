@@ -338,6 +338,12 @@ def make_record(sample: Sample, options: Options, seed: int = 0) -> dict:
 
 
 def _record(sample: Sample, options: Options, seed: int, encoded: tuple[str, dict] | None) -> dict:
+    return shape(*_record_parts(sample, options, seed, encoded))
+
+
+def _record_parts(sample: Sample, options: Options, seed: int,
+                  encoded: tuple[str, dict] | None) -> tuple[str, str, str, str, str, dict]:
+    """The arguments of :func:`~segtext.records.styles.shape` for one sample's record."""
     mask, score = encode_sample(sample, options) if encoded is None else (encoded[0], dict(encoded[1]))
     templates = options.templates or _DEFAULT_TEMPLATES
     kind = sample.task
@@ -362,7 +368,7 @@ def _record(sample: Sample, options: Options, seed: int, encoded: tuple[str, dic
     fields["task"] = sample.task
     if sample.source:
         fields["source"] = sample.source
-    return shape(options.style, sample.id, image, question, answer, fields)
+    return options.style, sample.id, image, question, answer, fields
 
 
 _DEFAULT_TEMPLATES = default_templates()
@@ -408,12 +414,36 @@ def record_line(sample: Sample, options: Options, seed: int, skip_invalid: bool,
     sample with ``skip_invalid``, ``(None, the reason)`` (without, the ValueError is raised).
     ``encoded`` is the sample's ``encode_sample`` result when already computed."""
     try:
-        rec = make_record(sample, options, seed) if encoded is None else _record(sample, options, seed, encoded)
+        parts = _record_parts(sample, options, seed, encoded)
     except ValueError as e:
         if not skip_invalid:
             raise
         return None, str(e)
-    return _JSON.encode(rec), None
+    return line_of(*parts), None
+
+
+def line_of(style: str, record_id: str, image: str, question: str, answer: str, fields: dict) -> str:
+    """``json.dumps(shape(...))`` (with ``ensure_ascii=False`` and the separators ``", "`` and
+    ``": "``), the same bytes, written from the JSON of each part: no record dict is built and
+    walked (the tests check the two agree for every style)."""
+    enc = _JSON.encode
+    tail = enc({k: v for k, v in fields.items() if k not in _CONVERSATION_KEYS})
+    rest = ", " + tail[1:] if len(tail) > 2 else "}"
+    if style == "messages":
+        return ('{"id": ' + enc(record_id) + ', "messages": [{"role": "user", "content": ' + enc("<image>" + question)
+                + '}, {"role": "assistant", "content": ' + enc(answer) + '}], "images": [' + enc(image) + "]" + rest)
+    if style in ("llava", "xsam"):
+        return ('{"id": ' + enc(record_id) + ', "image": ' + enc(image) + ', "conversations": [{"from": "human", '
+                '"value": ' + enc("<image>\n" + question) + '}, {"from": "gpt", "value": ' + enc(answer) + "}]" + rest)
+    if style == "prompt-completion":
+        return ('{"id": ' + enc(record_id) + ', "prompt": [{"role": "user", "content": ' + enc("<image>" + question)
+                + '}], "completion": [{"role": "assistant", "content": ' + enc(answer) + '}], "images": ['
+                + enc(image) + "]" + rest)
+    raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+
+
+# keys of the conversation part of a record: shape() never lets a scoring field replace them
+_CONVERSATION_KEYS = frozenset({"id", "messages", "images", "image", "conversations", "prompt", "completion"})
 
 
 def _chunk_lines(args: tuple) -> list[tuple[str | None, str | None]]:
