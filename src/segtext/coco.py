@@ -255,15 +255,7 @@ def rles_runs(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     lengths = np.zeros(N, np.int64)
     parts: list[np.ndarray] = [np.zeros(0, np.int64)] * N
     if compressed:
-        buf = np.frombuffer(b"".join(chunks), np.uint8)
-        starts = np.zeros(len(chunks) + 1, np.int64)
-        np.cumsum([len(c) for c in chunks], out=starts[1:])
-        flat, cum, status = K.decode_coco_counts_batch(buf, starts)
-        bad = np.flatnonzero(status)
-        if bad.size:
-            k = int(bad[0])
-            raise ValueError(f"rles[{compressed[k]}]: compressed RLE counts "
-                             f"{_STATUS_TEXT[int(status[k])]}")
+        flat, cum = _decode_strings(b"".join(chunks), [len(c) for c in chunks], compressed)
         if not plain:
             offsets = cum
             counts_all = flat
@@ -280,6 +272,19 @@ def rles_runs(rles: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     counts_all = np.concatenate(parts) if N else np.zeros(0, np.int64)
     _check_totals(counts_all, offsets, sizes)
     return counts_all, offsets, sizes
+
+
+def _decode_strings(joined: bytes, lengths: list[int], index: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of compressed strings joined in ``joined`` (their ``lengths``), decoded in one
+    compiled call: ``(counts, offsets)``; a bad string is named by its ``index`` in the batch."""
+    starts = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    flat, cum, status = K.decode_coco_counts_batch(np.frombuffer(joined, np.uint8), starts)
+    bad = np.flatnonzero(status)
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"rles[{index[k]}]: compressed RLE counts {_STATUS_TEXT[int(status[k])]}")
+    return flat, cum
 
 
 def _is_size(size: Any) -> bool:
@@ -305,14 +310,7 @@ def _compressed_batch(rles: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | 
     joined = "".join(strings)
     if not joined.isascii():
         return None
-    buf = np.frombuffer(joined.encode("ascii"), np.uint8)
-    starts = np.zeros(len(strings) + 1, np.int64)
-    np.cumsum([len(c) for c in strings], out=starts[1:])
-    flat, cum, status = K.decode_coco_counts_batch(buf, starts)
-    bad = np.flatnonzero(status)
-    if bad.size:
-        k = int(bad[0])
-        raise ValueError(f"rles[{k}]: compressed RLE counts {_STATUS_TEXT[int(status[k])]}")
+    flat, cum = _decode_strings(joined.encode("ascii"), [len(c) for c in strings], range(len(strings)))
     sizes = np.array(size_list, np.int64)
     _check_totals(flat, cum, sizes)
     return flat, cum, sizes

@@ -16,7 +16,6 @@ A user file (JSON) replaces the built-in set for the kinds it names::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -191,12 +190,6 @@ def load_templates(source: str | os.PathLike | dict) -> Templates:
         return _checked(source, "templates")
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"templates must be a JSON file path or a dict, got {type(source).__name__}")
-    name = os.fspath(source)
-    try:
-        with open(source, "rb") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{name} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{name} is not valid JSON (not UTF-8 text): {e.reason}") from None
-    return _checked(data, name)
+    from segtext.records.sources import load_json
+
+    return _checked(*load_json(source, "templates"))

@@ -163,7 +163,9 @@ def _report(problem: str, skip_invalid: bool, problems: list | None) -> None:
         problems.append(problem)
 
 
-def _load_json(source: Any, what: str) -> tuple[Any, str]:
+def load_json(source: Any, what: str) -> tuple[Any, str]:
+    """``(parsed JSON, name)`` of a path (or of already parsed data, named ``what``); a
+    SourceError (a ValueError) names the file and where its JSON breaks."""
     if not isinstance(source, (str, os.PathLike)):
         return source, what
     name = os.fspath(source)
@@ -180,7 +182,7 @@ class _Instances:
     """The parts of a COCO instances file the readers need, indexed once."""
 
     def __init__(self, source: Any):
-        data, self.name = _load_json(source, "instances")
+        data, self.name = load_json(source, "instances")
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
                 or not isinstance(data.get("images"), list):
             raise SourceError(f"{self.name}: expected COCO instances JSON (an object with 'images' and "
@@ -302,7 +304,7 @@ def _load_refs(source: Any, name: str, trusted_pickle: bool) -> list:
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as e:
             raise SourceError(f"{name}: not a readable refs pickle: {e}") from None
     else:
-        data, _ = _load_json(source, name)
+        data, _ = load_json(source, name)
     if not isinstance(data, list):
         raise SourceError(f"{name}: expected a list of refs, got {type(data).__name__}")
     return data
@@ -590,7 +592,7 @@ def read_panoptic(
     """
     if task not in ("semantic", "instances"):
         raise ValueError(f"task must be 'semantic' or 'instances', got {task!r}")
-    data, name = _load_json(panoptic, "panoptic")
+    data, name = load_json(panoptic, "panoptic")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise SourceError(f"{name}: expected COCO panoptic JSON (an object with an 'annotations' list)")
     cats = data.get("categories")
