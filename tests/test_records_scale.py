@@ -111,3 +111,15 @@ def test_cli_build_on_a_local_ray(layout, tmp_path):
     r = subprocess.run([*args, "-o", str(on_ray), "--ray", "local"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert on_ray.read_bytes() == plain.read_bytes()
+
+
+def test_import_segtext_needs_no_optional_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys, segtext, segtext.records, segtext.records.hf, segtext.cli; "
+            "extras = ('datasets', 'ray', 'pyarrow', 'pandas', 'torch', 'transformers', 'peft', 'llguidance'); "
+            "print([m for m in extras if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
