@@ -600,3 +600,22 @@ def test_lines_are_json_dumps_of_the_records(layout, style):
             want = json.dumps(shape(*parts), ensure_ascii=False, separators=(", ", ": "))
             assert line_of(*parts) == want
             assert json.loads(want) == records.make_record(s, options, 5)
+
+
+def test_resume_reads_a_partial_file_in_blocks(layout, tmp_path, monkeypatch):
+    """The resume point is found block by block (lines across block edges, a torn tail, one line)."""
+    monkeypatch.setattr(build_module, "_RESUME_BLOCK", 97)  # far smaller than a line
+    samples = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"])
+    full = tmp_path / "full.jsonl"
+    records.build(samples, full, records.Options())
+    data = full.read_bytes()
+    ends = [k + 1 for k, b in enumerate(data) if b == 10]
+    for n_lines in (1, 7, len(ends) - 1):
+        for torn in (0, 5, 300):
+            part = tmp_path / f"o{n_lines}_{torn}.jsonl.partial"
+            part.write_bytes(data[: ends[n_lines - 1] + torn])
+            assert build_module._resume_point(str(part), samples) == (n_lines, n_lines)
+            assert part.read_bytes() == data[: ends[n_lines - 1]]
+    torn_only = tmp_path / "t.jsonl.partial"
+    torn_only.write_bytes(data[:50])
+    assert build_module._resume_point(str(torn_only), samples) == (0, 0) and torn_only.read_bytes() == b""

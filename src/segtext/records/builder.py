@@ -35,6 +35,7 @@ __all__ = ["BuildSummary", "Options", "build", "encode_sample", "make_record"]
 ENCODINGS = (*FORMATS, "bsd")
 _ENCODERS = {"rrle": encode_rrle, "isd": encode_isd, "irle": encode_irle}
 CHUNK = 256  # samples per worker task, per batched encoder call and per flush of the output
+_RESUME_BLOCK = 1 << 20  # bytes read at a time when a partial output is resumed
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))  # one line per record, made once
 
 
@@ -453,23 +454,48 @@ def _chunk_lines(args: tuple) -> list[tuple[str | None, str | None]]:
 
 
 def _resume_point(partial: str, samples: Sequence[Sample]) -> tuple[int, int]:
-    """``(complete records, index of the next sample)`` of a partial output, its torn last line cut."""
+    """``(complete records, index of the next sample)`` of a partial output, its torn last line cut.
+
+    Read in blocks (a partial output may be gigabytes): the lines are counted, the torn tail is
+    cut at the last newline, and only the last complete line is parsed."""
+    block = _RESUME_BLOCK
+    lines = 0
+    last_nl = -1
     with open(partial, "rb+") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            f.seek(end)
+        pos = 0
+        while True:
+            data = f.read(block)
+            if not data:
+                break
+            lines += data.count(b"\n")
+            k = data.rfind(b"\n")
+            if k >= 0:
+                last_nl = pos + k
+            pos += len(data)
+        if last_nl + 1 < pos:
+            f.seek(last_nl + 1)
             f.truncate()
-    if end == 0:
-        return 0, 0
-    lines = data[:end].split(b"\n")[:-1]
+        if lines == 0:
+            return 0, 0
+        start = last_nl
+        while start > 0:  # back to the newline before the last complete line
+            step = min(block, start)
+            f.seek(start - step)
+            chunk = f.read(step)
+            k = chunk.rfind(b"\n")
+            if k >= 0:
+                start = start - step + k + 1
+                break
+            start -= step
+        f.seek(start)
+        last_line = f.read(last_nl - start)
     try:
-        last = json.loads(lines[-1])["id"]
+        last = json.loads(last_line)["id"]
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{partial}: its last complete line is not a record; delete the file to start over") from None
     for k, s in enumerate(samples):
         if s.id == last:
-            return len(lines), k + 1
+            return lines, k + 1
     raise ValueError(f"{partial}: its last record {last!r} is not among this build's samples: the inputs or "
                      "options changed; delete the file to start over")
 
