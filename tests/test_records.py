@@ -337,7 +337,7 @@ def test_bad_inputs_name_the_file_and_entry(layout, tmp_path):
     assert not (tmp_path / "x.jsonl").exists()  # never a file that looks complete
     summary = records.build(samples, tmp_path / "x.jsonl", records.Options(), skip_invalid=True, resume=True)
     assert summary.skipped == 1 and summary.records == len(samples) - 1
-    clean = records.build(samples, tmp_path / "y.jsonl", records.Options(), skip_invalid=True)
+    records.build(samples, tmp_path / "y.jsonl", records.Options(), skip_invalid=True)
     assert (tmp_path / "x.jsonl").read_bytes() == (tmp_path / "y.jsonl").read_bytes()
 
 
@@ -354,7 +354,9 @@ def test_phrase_that_cannot_be_a_label_is_reported(tmp_path):
 
 def test_options_are_checked():
     for kwargs, match in [({"encoding": "png"}, "encoding"), ({"style": "alpaca"}, "style"),
-                          ({"grid_size": (0, 4)}, "grid_size"), ({"box_format": "xyxy"}, "box_format")]:
+                          ({"grid_size": (0, 4)}, "grid_size"), ({"box_format": "xyxy"}, "box_format"),
+                          ({"policy": "mode"}, "policy"), ({"threshold": 0.0}, "threshold"),
+                          ({"resolution": 0}, "resolution"), ({"resolution": 5000}, "resolution")]:
         with pytest.raises(ValueError, match=match):
             records.Options(**kwargs)
 

@@ -8,7 +8,6 @@ import os
 
 import pytest
 
-import segtext as st
 from segtext import records
 from upstream_fixtures import refer_layout
 

@@ -263,17 +263,30 @@ def rles_to_grids(
 # --------------------------------------------------------------------------- grid -> mask
 
 
+_UNSIGNED = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64))
+
+
+def unsigned_for(max_id: int) -> np.dtype:
+    """The smallest unsigned dtype that holds the ids ``0 .. max_id`` (for the package's decoders).
+
+    Example:
+        >>> from segtext.grid import unsigned_for
+        >>> unsigned_for(255), unsigned_for(256), unsigned_for(2**32)
+        (dtype('uint8'), dtype('uint16'), dtype('uint64'))
+    """
+    for t in _UNSIGNED[:-1]:
+        if max_id <= np.iinfo(t).max:
+            return t
+    return _UNSIGNED[-1]
+
+
 def _smallest_dtype(g: np.ndarray) -> np.dtype:
-    """The smallest unsigned dtype holding every id of ``g`` (bool stays bool)."""
+    """The smallest unsigned dtype holding every id of ``g`` (bool stays bool; a negative id
+    keeps the grid's dtype)."""
     if g.dtype == np.bool_ or g.dtype == np.uint8:
         return g.dtype
     lo, hi = K.id_range(g)
-    if lo < 0:
-        return g.dtype
-    for t in (np.uint8, np.uint16, np.uint32):
-        if hi <= np.iinfo(t).max:
-            return np.dtype(t)
-    return np.dtype(np.uint64)
+    return g.dtype if lo < 0 else unsigned_for(int(hi))
 
 
 def grid_to_mask(grid: Any, image_size: tuple[int, int], method: str = "exact",

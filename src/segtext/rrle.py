@@ -62,7 +62,7 @@ from segtext._validate import (
     rles_call,
 )
 from segtext.coco import check_status, rle_source
-from segtext.grid import grid_to_mask
+from segtext.grid import grid_to_mask, unsigned_for
 from segtext.labels import (
     BACKGROUND,
     check_labels,
@@ -233,12 +233,14 @@ _PLANS: dict[tuple, np.ndarray] = {}
 def _text_plan(H: int, W: int, grid_size: Any, policy: str, threshold: float, format: str) -> np.ndarray:
     """The checked sizes, policy, format and nearest samples of one :func:`rle_to_text` call,
     packed as the kernel reads them (``K.PLAN_*``); cached per distinct call shape."""
-    key = (H, W, grid_size, policy, format)
+    # keyed by the arguments and their types (True == 1 but is no grid size): a hit means these
+    # very arguments passed the checks below before
+    key = (H, W, grid_size, type(grid_size), policy, format, threshold, type(threshold))
     try:
-        plan = _PLANS.get(key) if type(grid_size) is not bool else None
+        plan = _PLANS.get(key)
     except TypeError:  # an unhashable grid_size (a list): checked below
         plan = None
-    if plan is not None and type(threshold) is float and 0.0 < threshold <= 1.0:
+    if plan is not None:
         return plan
     h, w = grid_size_arg(grid_size)
     code = policy_code(policy, threshold)
@@ -383,7 +385,7 @@ class DecodedGrid:
             H, W = image_size_arg(image_size)  # the decoder's own grid: no other check needed
             return K.expand(g, method == "t4s", np.empty((H, W), g.dtype))
         return grid_to_mask(g, image_size, method=method,
-                            dtype=id_dtype(len(self.labels)) if dtype is None else dtype)
+                            dtype=_id_dtype(len(self.labels)) if dtype is None else dtype)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -506,14 +508,9 @@ class _Vocab:
 _FORMAT_CODES = ("rrle", "isd", "irle")
 
 
-def id_dtype(n_labels: int) -> np.dtype:
-    """The smallest unsigned dtype that holds the ids ``0 .. n_labels - 1``."""
-    if n_labels <= 256:
-        return _UINT8
-    return np.dtype(np.uint16) if n_labels <= 65536 else np.dtype(np.uint32)
-
-
-_UINT8 = np.dtype(np.uint8)
+def _id_dtype(n_labels: int) -> np.dtype:
+    """The smallest unsigned dtype that holds the ids of ``n_labels`` labels."""
+    return unsigned_for(n_labels - 1)
 
 
 def _fast(body: str, labels: tuple[str, ...] | None, grid_size: tuple[int, int] | None,
@@ -524,7 +521,7 @@ def _fast(body: str, labels: tuple[str, ...] | None, grid_size: tuple[int, int] 
     raw = body.encode("utf-8")
     if labels is not None and grid_size is not None:  # the common case: straight into the grid
         buf, off, _ = label_table(labels)
-        grid = np.empty(grid_size, id_dtype(len(labels)))
+        grid = np.empty(grid_size, _id_dtype(len(labels)))
         if mask is None:
             fmt = K.decode_grid_into(raw, buf, off, grid)
         else:
@@ -542,7 +539,7 @@ def _fast(body: str, labels: tuple[str, ...] | None, grid_size: tuple[int, int] 
             return None  # "Others" beside "others", "dog." beside "dog": the full parser repairs it
     else:
         out = list(labels)
-    return grid.astype(id_dtype(len(out))), out, _FORMAT_CODES[fmt]
+    return grid.astype(_id_dtype(len(out))), out, _FORMAT_CODES[fmt]
 
 
 def _digits_value(digits: str, cap: int) -> int:
@@ -942,7 +939,7 @@ def decode_rrle(
         return _compact(_decode_t4s(text, vocab, size, unknown), full, True)
     mask = None
     if full is not None and vocab is not None and size is not None:
-        mask = np.empty(full, id_dtype(len(vocab)))
+        mask = np.empty(full, _id_dtype(len(vocab)))
     tried = "<" not in text and within_limit(text)  # no tag in any case, nothing cut:
     if tried:
         fast = _fast(text, vocab, size, mask)  # a clean text needs no log at all
@@ -971,7 +968,7 @@ def decode_rrle(
 def _compact(res: DecodedGrid, image_size: tuple[int, int] | None, t4s: bool) -> DecodedGrid:
     """The grid in the smallest unsigned dtype that holds every id of ``res.labels``; with
     ``image_size``, its expansion to the full-size ``res.mask``."""
-    res.grid = res.grid.astype(id_dtype(len(res.labels)), copy=False)
+    res.grid = res.grid.astype(_id_dtype(len(res.labels)), copy=False)
     if image_size is not None:
         res.mask = K.expand(res.grid, t4s, np.empty(image_size, res.grid.dtype))
     return res

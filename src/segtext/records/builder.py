@@ -11,8 +11,6 @@ the number of workers either.
 
 from __future__ import annotations
 
-import functools
-import gc
 import json
 import os
 import sys
@@ -26,9 +24,11 @@ import numpy as np
 from segtext.bricks import BOX_FORMATS, decode_bsd, encode_bsd
 from segtext.coco import merge_rles, panoptic_to_label_map, rle_runs, to_rle
 from segtext.grid import mask_to_grid, rle_to_grid
-from segtext.labels import BACKGROUND, check_label
+from segtext._validate import policy_code
+from segtext.labels import BACKGROUND
+from segtext.limits import MAX_RESOLUTION
 from segtext.records.prompts import Templates, default_templates
-from segtext.records.sources import Sample, read_label_png
+from segtext.records.sources import Sample, read_label_png, without_gc
 from segtext.records.styles import STYLES, shape
 from segtext.rrle import FORMATS, decode_rrle, encode_irle, encode_isd, encode_rrle, rle_to_text, rles_to_texts
 
@@ -83,6 +83,10 @@ class Options:
             raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
         if self.box_format not in BOX_FORMATS:
             raise ValueError(f"box_format must be one of {tuple(BOX_FORMATS)}, got {self.box_format!r}")
+        policy_code(self.policy, self.threshold)  # a bad policy or threshold fails here, not per sample
+        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) \
+                or not 1 <= self.resolution <= MAX_RESOLUTION:
+            raise ValueError(f"resolution must be an int in 1..{MAX_RESOLUTION}, got {self.resolution!r}")
         gs = self.grid_size
         if isinstance(gs, int) and not isinstance(gs, bool):
             object.__setattr__(self, "grid_size", (gs, gs))
@@ -152,7 +156,7 @@ def encode_sample(sample: Sample, options: Options) -> tuple[str, dict]:
         raise ValueError(f"sample {sample.id} ({where}): {e}") from None
 
 
-def _png_parts(sample: Sample, o: Options) -> tuple[tuple[int, int], np.ndarray, list[str], int | None, list[str]]:
+def _png_parts(sample: Sample) -> tuple[tuple[int, int], np.ndarray, list[str], int | None, list[str]]:
     """``((H, W), label map, labels, ignore index, B-SD label of each id)`` of a panoptic or
     semantic-map sample, read from its PNG."""
     info = sample.label_info or {}
@@ -207,7 +211,7 @@ def _rle_of(mask: np.ndarray) -> dict:
 
 
 def _encode_png(sample: Sample, o: Options) -> tuple[str, dict, tuple[int, int]]:
-    (H, W), label_map, labels, ignore, block_names = _png_parts(sample, o)
+    (H, W), label_map, labels, ignore, block_names = _png_parts(sample)
     present = [int(v) for v in np.unique(label_map) if v != 0 and v != ignore and v < len(labels)]
     score = {"segments": [{"label": labels[v], "segmentation": _rle_of(label_map == v)} for v in present]}
     if o.encoding == "bsd":
@@ -216,8 +220,6 @@ def _encode_png(sample: Sample, o: Options) -> tuple[str, dict, tuple[int, int]]
         if o.verify:
             _verify_bsd(text, [name for name, _ in objects], (H, W), o)
         return text, score, (H, W)
-    for lab in labels[1:]:
-        check_label(lab)
     grid = mask_to_grid(label_map, o.grid_size, o.policy, o.threshold, ignore_index=ignore)
     text = _ENCODERS[o.encoding](grid, labels)
     if o.verify:
@@ -502,22 +504,7 @@ def _resume_point(partial: str, samples: Sequence[Sample]) -> tuple[int, int]:
                      "options changed; delete the file to start over")
 
 
-def _gc_paused(function: Callable) -> Callable:
-    """Run ``function`` with the cyclic garbage collector paused: a build makes short-lived
-    objects without cycles, and each full collection would walk every sample of the build."""
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
-    return wrapper
-
-
-@_gc_paused
+@without_gc
 def build(
     samples: Sequence[Sample],
     output: str | os.PathLike,

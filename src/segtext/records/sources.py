@@ -141,9 +141,10 @@ class SourceError(ValueError):
     """A problem in an input file, naming the file and the entry (a ``ValueError``)."""
 
 
-def _without_gc(reader: Callable) -> Callable:
-    """Run a reader with the cyclic garbage collector paused: reading makes a great many small
-    objects and no cycles, and the collector's passes over them cost more than the reading."""
+def without_gc(reader: Callable) -> Callable:
+    """Run ``reader`` with the cyclic garbage collector paused (the readers here and the
+    builder): they make a great many small objects and no cycles, and each full collection
+    would walk every sample made so far, costing more than the work itself."""
     @functools.wraps(reader)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         enabled = gc.isenabled()
@@ -233,7 +234,7 @@ class _Instances:
         return Target(label, seg, ann.get("id"))
 
 
-@_without_gc
+@without_gc
 def read_coco(
     instances: str | os.PathLike | dict,
     task: str = "referring",
@@ -358,7 +359,7 @@ def _refs_samples(refs: list, inst: _Instances, name: str, split: str | None, pe
     return samples
 
 
-@_without_gc
+@without_gc
 def read_refcoco(
     refs: str | os.PathLike | list,
     instances: str | os.PathLike | dict,
@@ -416,7 +417,7 @@ def read_refcoco(
     return _refs_samples(data, inst, name, split, per, sentence, targets_of, "ref", skip_invalid, problems)
 
 
-@_without_gc
+@without_gc
 def read_grefcoco(
     grefs: str | os.PathLike | list,
     instances: str | os.PathLike | dict,
@@ -555,7 +556,7 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     return names
 
 
-@_without_gc
+@without_gc
 def read_panoptic(
     panoptic: str | os.PathLike | dict,
     png_dir: str | os.PathLike,
