@@ -116,8 +116,10 @@ def test_import_segtext_needs_no_optional_extra():
     import subprocess
     import sys
 
-    code = ("import sys, segtext, segtext.records, segtext.records.hf, segtext.cli; "
-            "extras = ('datasets', 'ray', 'pyarrow', 'pandas', 'torch', 'transformers', 'peft', 'llguidance'); "
+    code = ("import sys, segtext, segtext.records, segtext.records.hf, segtext.cli, segtext.tokens, "
+            "segtext.constrain, segtext.grammar; "
+            "extras = ('datasets', 'ray', 'pyarrow', 'pandas', 'torch', 'transformers', 'tokenizers', 'peft', "
+            "'llguidance'); "
             "print([m for m in extras if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
