@@ -303,6 +303,29 @@ def _brick_choice(lits, loff, alive, pos, done, objects, b, dst):
     return True
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _label_byte(n, due, b, longest):
+    """One byte of a free label (not its closing '<'): ``(ok, bytes, UTF-8 bytes still due)``."""
+    if n + 1 > longest or b == 60 or b < 32 or b == 127:  # no '<', no control bytes
+        return False, n, due
+    if due > 0:
+        if b & 0xC0 != 0x80:
+            return False, n, due
+        due -= 1
+    elif b >= 0x80:
+        if 0xC2 <= b <= 0xDF:
+            due = 1
+        elif 0xE0 <= b <= 0xEF:
+            due = 2
+        elif 0xF0 <= b <= 0xF4:
+            due = 3
+        else:
+            return False, n, due
+    if due > longest - (n + 1):
+        return False, n, due
+    return True, n + 1, due
+
+
 @njit(cache=True, nogil=True)
 def _bsd_step(P, lits, loff, LT, LEAF, TERM, SUB, src, dst, b):
     ph = src[0]
@@ -347,24 +370,10 @@ def _bsd_step(P, lits, loff, LT, LEAF, TERM, SUB, src, dst, b):
             else:
                 _set(dst, B_LIT, 1, 1, N_NUM, 0, 0, 0, objects)
             return True
-        if n + 1 > P[10] or b == 60 or b < 32 or b == 127:  # no '<', no control bytes
+        ok, n2, due2 = _label_byte(n, due, b, P[10])
+        if not ok:
             return False
-        if due > 0:
-            if b & 0xC0 != 0x80:
-                return False
-            due -= 1
-        elif b >= 0x80:
-            if 0xC2 <= b <= 0xDF:
-                due = 1
-            elif 0xE0 <= b <= 0xEF:
-                due = 2
-            elif 0xF0 <= b <= 0xF4:
-                due = 3
-            else:
-                return False
-        if due > P[10] - (n + 1):
-            return False
-        _set(dst, B_FREELABEL, n + 1, due, 0, 0, 0, 0, objects)
+        _set(dst, B_FREELABEL, n2, due2, 0, 0, 0, 0, objects)
         return True
     if ph == B_NUM:
         i = src[1]
@@ -525,9 +534,27 @@ def allowed_tokens(P, lits, loff, LT, LEAF, TERM, SUB, st, nb, depth, end, tok_s
     n_nodes = nb.shape[0]
     k = 0
     i = 1
+    free = G_FREE if P[0] == 0 else B_FREE
+    trigger = lits[loff[0]]
+    close = lits[loff[1]] if P[0] == 1 else -1
     while i < n_nodes:
         d = depth[i]
-        if step(P, lits, loff, LT, LEAF, TERM, SUB, states[d - 1], states[d], nb[i]):
+        src = states[d - 1]
+        b = nb[i]
+        ph = src[0]
+        # free text and free labels (most of the vocabulary) inline; everything else by step()
+        if ph == free and b != trigger:
+            ok = True
+            states[d, :] = src
+        elif ph == B_FREELABEL and b != close:
+            ok, n2, due2 = _label_byte(src[1], src[2], b, P[10])
+            if ok:
+                states[d, :] = src
+                states[d, 1] = n2
+                states[d, 2] = due2
+        else:
+            ok = step(P, lits, loff, LT, LEAF, TERM, SUB, src, states[d], b)
+        if ok:
             for j in range(tok_start[i], tok_start[i + 1]):
                 out[k] = toks[j]
                 k += 1

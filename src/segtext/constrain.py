@@ -67,6 +67,8 @@ __all__ = ["BSDLogitsProcessor", "RRLELogitsProcessor", "TokenAutomaton"]
 _GRID_FORMATS = {"rrle": 0, "isd": 1, "irle": 2}
 _STARTS = ("answer", "seg")
 _MEMO_LIMIT = 50_000
+_TORCH_CACHE_LIMIT = 4096  # allowed sets kept as torch indices
+_MASK_CACHE_LIMIT = 64  # ... and as vocabulary-sized masks
 
 
 # --------------------------------------------------------------------------- token tries
@@ -495,6 +497,8 @@ class _Processor:
         self._prompt: np.ndarray | None = None
         self._states: dict[bytes, tuple | None] = {}
         self.refused = 0
+        if not hasattr(self, "_torch"):
+            self._torch: dict[tuple, tuple[str, Any]] = {}  # kept across generations
 
     def reset(self) -> None:
         """Forget the rows of the last generation (done by itself when a new prompt comes)."""
@@ -546,23 +550,53 @@ class _Processor:
         prev = self._states
         now: dict[bytes, Any] = {}
         V = scores.shape[-1]
-        refuse = np.ones((B, V), bool)
+        out = scores.clone()
         auto = self.automaton
         for r in range(B):
             state = self._row_state(gen[r], prev)
             now[gen[r].tobytes()] = state
             if state == "done":  # finished rows: generate pads them anyway
-                refuse[r] = False
                 continue
             if state is None:  # a refused token (forced by something else): only EOS is left
+                key: Any = ("eos",)
                 allowed = auto._eos
             else:
                 if gen.shape[1] >= self.max_prefix_tokens and auto.in_prefix(state):
                     state = auto.start_of_answer()  # the free text is long enough: the answer now
-                allowed = auto.allowed(state)
-            refuse[r, allowed[allowed < V]] = False
+                key, allowed = state, None
+            kind, index = self._index(key, allowed, V, out.device)
+            if kind == "ids":  # a few allowed ids: keep their scores, the rest -inf
+                keep = out[r, index]
+                out[r].fill_(float("-inf"))
+                out[r, index] = keep
+            else:  # most ids allowed: mask the refused ones
+                out[r].masked_fill_(index, float("-inf"))
         self._states = now
-        return scores.masked_fill(torch.from_numpy(refuse).to(scores.device), float("-inf"))
+        return out
+
+    def _index(self, key: Any, allowed: np.ndarray | None, V: int, device: Any) -> tuple[str, Any]:
+        """The allowed set of a state as torch indices (few ids) or a refusal mask (many), cached."""
+        import torch
+
+        cache_key = (key, V, str(device))
+        got = self._torch.get(cache_key)
+        if got is None:
+            ids = self.automaton.allowed(key) if allowed is None else allowed
+            ids = ids[ids < V]
+            if len(ids) * 8 < V:
+                got = ("ids", torch.as_tensor(ids, dtype=torch.long, device=device))
+                limit = _TORCH_CACHE_LIMIT
+            else:  # a vocabulary-sized mask: only a few such states (free text) are kept
+                refuse = np.ones(V, bool)
+                refuse[ids] = False
+                got = ("mask", torch.from_numpy(refuse).to(device))
+                limit = _MASK_CACHE_LIMIT
+            same = [k for k, v in self._torch.items() if v[0] == got[0]] if len(self._torch) >= 64 else []
+            if len(same) >= limit:
+                for k in same:
+                    del self._torch[k]
+            self._torch[cache_key] = got
+        return got
 
 
 class RRLELogitsProcessor(_Processor):
