@@ -1199,6 +1199,234 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale, max_objects):
     return True, meta[:m], grids[:m]
 
 
+# The fast path of ``decode_bsd(...).mask()``: :func:`bsd_mask` reads a clean text once (the
+# texts :func:`parse_bsd` accepts, with the same checks) and paints each object's foreground
+# runs straight into the canvas as it reads them. ``plan`` is one ``int64`` array holding the
+# parameters and the spelling table of a configuration:
+_PLAN_S = 0
+_PLAN_MAX_RUN = 1
+_PLAN_ROW_WISE = 2
+_PLAN_SCALE = 3  # 0: pixel boxes
+_PLAN_MAX_OBJECTS = 4
+_PLAN_SPLIT = 5  # the first byte at which the background and foreground prefixes differ
+_PLAN_TOFF = 8  # then the 16 offsets of the spelling table (``toff``), then its bytes (``tab``)
+_PLAN_TAB = _PLAN_TOFF + 16
+
+
+@njit(cache=True, inline="always")
+def _paint_row(flat, W, y0, y1, x0, row, lo, hi):
+    """OR ``row[lo:hi]`` into pixel rows ``y0:y1`` of the canvas (``flat``: its ``H * W``
+    pixels) from column ``x0 + lo``, then clear ``row[lo:hi]``. The caller keeps every
+    index inside the canvas and ``row``."""
+    m = hi - lo
+    src = row[lo:hi]
+    at = y0 * W + x0 + lo
+    for _ in range(y1 - y0):
+        dst = flat[at : at + m]
+        at += W
+        for i in range(m):  # counted from 0 on two slices: vectorised
+            dst[i] = dst[i] | src[i]
+    for i in range(m):
+        src[i] = False
+
+
+@njit(cache=True, inline="always")
+def _cell_starts_into(n_pixels, n_cells, out):
+    """:func:`cell_starts` into ``out``, with two divisions instead of one per cell: the first
+    pixel of cell ``r`` is ``floor((2*n*r + m - 1) / (2*m))`` (clipped to ``n``), stepped on
+    from ``r - 1`` by the quotient and remainder of ``2*n / (2*m)``."""
+    d = 2 * n_cells
+    qa = (2 * n_pixels) // d
+    ra = (2 * n_pixels) % d
+    v = 0  # (m - 1) // (2 * m)
+    rem = n_cells - 1
+    for r in range(n_cells + 1):
+        out[r] = min(v, n_pixels)
+        v += qa
+        rem += ra
+        if rem >= d:
+            v += 1
+            rem -= d
+
+
+@njit(cache=True)
+def bsd_mask(body, plan, out):
+    """Paint the objects of a B-SD text whose blocks are exactly as the encoder writes them
+    into the C-ordered ``(H, W)`` ``bool`` canvas ``out`` (ORed in), in one pass.
+
+    Accepts exactly the texts :func:`parse_bsd` accepts for an ``(H, W)`` image (the same
+    checks in the same order, on the same spelling table) and returns their number of
+    objects, or -1 at the first deviation, leaving the objects before it painted (the caller
+    then runs the repairing parser on a new canvas). Each pixel takes the cell holding its
+    centre. No ``S x S`` grid is built: the foreground runs of a cell row go, as pixel spans,
+    into a row buffer, whose written part is ORed into every pixel row the cell row covers
+    (loops counted from 0 on slices, which the compiler vectorises).
+    """
+    H, W = out.shape
+    flat = out.reshape(H * W)
+    n = len(body)
+    S = plan[_PLAN_S]
+    max_run = plan[_PLAN_MAX_RUN]
+    row_wise = plan[_PLAN_ROW_WISE] != 0
+    scale = plan[_PLAN_SCALE]
+    max_objects = plan[_PLAN_MAX_OBJECTS]
+    d = plan[_PLAN_SPLIT]
+    toff = plan[_PLAN_TOFF:_PLAN_TAB]
+    tab = plan[_PLAN_TAB:]
+    total = S * S
+    b0 = toff[_BRICK]  # background prefix: b0..b1
+    b1 = toff[_BRICK + 1]
+    f1 = toff[_BRICK + 2]  # foreground prefix: b1..f1
+    s0 = toff[_BRICK + 2]  # background suffix: s0..s1
+    s1 = toff[_BRICK + 3]
+    s2 = toff[_BRICK + 4]  # foreground suffix: s1..s2
+    bd = tab[b0 + d]
+    fd = tab[b1 + d]
+    hi_x = W if scale == 0 else scale
+    hi_y = H if scale == 0 else scale
+    row = np.zeros(W + 1, out.dtype)
+    starts = np.empty(2 * (S + 1), np.int64)  # the cell starts of the object's rows, then columns
+    rs = starts[: S + 1]
+    cs = starts[S + 1 :]
+    q = np.empty(4, np.int64)
+    m = 0
+    p = 0
+    while True:
+        r = _find_part(body, p, n, tab, toff, _REF_O)
+        stop = n if r < 0 else r
+        if _find_part(body, p, stop, tab, toff, _BOX_O) >= 0 or _find_part(body, p, stop, tab, toff, _SEG_O) >= 0:
+            return -1  # a box without its ref, or bricks outside any block
+        if r < 0:
+            break
+        start = _part_at(body, r, n, tab, toff, _REF_O)
+        end = _find_part(body, start, n, tab, toff, _REF_C)
+        if end <= start:
+            return -1  # no label, or the ref never closed
+        if _find_part(body, start, end, tab, toff, _REF_O) >= 0 or _find_part(body, start, end, tab, toff, _BOX_O) >= 0:
+            return -1
+        p = _part_at(body, _part_at(body, end, n, tab, toff, _REF_C), n, tab, toff, _BOX_O)
+        for k in range(4):
+            p = _part_at(body, p, n, tab, toff, _SEP + k)
+            if p < 0:
+                return -1
+            q[k], p = _box_number(body, p, n)
+        p = _part_at(body, p, n, tab, toff, _SEP + 4)
+        p = _part_at(body, p, n, tab, toff, _BOX_C)
+        p = _part_at(body, p, n, tab, toff, _SEG_O)
+        if p < 0 or q[2] < q[0] or q[3] < q[1] or q[2] > hi_x or q[3] > hi_y:
+            return -1
+        if m == max_objects:
+            return -1
+        if scale == 0:
+            x0, y0, x1, y1 = q[0], q[1], q[2], q[3]
+        else:
+            x0 = q[0] * W // scale
+            y0 = q[1] * H // scale
+            x1 = (q[2] * W + scale - 1) // scale
+            y1 = (q[3] * H + scale - 1) // scale
+        if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+            return -1  # a box that covers no pixel (any other lies inside the canvas)
+        _cell_starts_into(y1 - y0, S, rs)
+        _cell_starts_into(x1 - x0, S, cs)
+        # the bricks, as _read_bricks reads them: the kind told by the byte at which the two
+        # prefixes differ, the length's first digit (1..9), a second one read without a
+        # branch (one or two digits are about equally common), then any more (nine at most)
+        filled = 0
+        cr = 0  # the cell row the row buffer holds
+        lo = 0  # its written part: [lo, hi), empty when hi <= lo
+        hi = 0
+        rr = 0  # a cell row, which ends before cell rend
+        rend = S
+        while filled < total:
+            if p + d >= n:
+                return -1
+            ch = body[p + d]
+            if ch == fd:
+                kind = 1
+                a = b1
+                e = p + (f1 - b1)
+                sa = s1
+                sl = s2 - s1
+            elif ch == bd:
+                kind = 0
+                a = b0
+                e = p + (b1 - b0)
+                sa = s0
+                sl = s1 - s0
+            else:
+                return -1
+            if e >= n:
+                return -1
+            if e - p == 4:  # the usual prefix length ("<fg_"), unrolled
+                if body[p] != tab[a] or body[p + 1] != tab[a + 1] or body[p + 2] != tab[a + 2] \
+                        or body[p + 3] != tab[a + 3]:
+                    return -1
+            else:
+                for j in range(e - p):
+                    if body[p + j] != tab[a + j]:
+                        return -1
+            d0 = e
+            k = np.int64(body[e]) - _D0
+            if k < 1 or k > 9:
+                return -1
+            e += 1
+            v = np.int64(body[min(e, n - 1)]) - _D0
+            two = (e < n) & (v >= 0) & (v <= 9)
+            k += two * (9 * k + v)
+            e += two
+            while e < n and e - d0 < 9 and body[e] >= _D0 and body[e] <= _D9:
+                k = k * 10 + (body[e] - _D0)
+                e += 1
+            if k > max_run or filled + k > total:
+                return -1
+            if row_wise and filled // S != (filled + k - 1) // S:
+                return -1
+            if e + sl > n:
+                return -1
+            for j in range(sl):
+                if body[e + j] != tab[sa + j]:
+                    return -1
+            p = e + sl
+            if kind == 1:  # paint the run, one cell row at a time
+                c0 = filled
+                left = k
+                while c0 >= rend:  # the cell row of cell c0 (background runs moved past rows)
+                    rr += 1
+                    rend += S
+                while left > 0:
+                    c = c0 - (rend - S)
+                    t = min(left, S - c)
+                    if rr != cr:  # a new cell row: paint the previous one into its pixel rows
+                        if hi > lo:
+                            _paint_row(flat, W, y0 + rs[cr], y0 + rs[cr + 1], x0, row, lo, hi)
+                            lo = 0
+                            hi = 0
+                        cr = rr
+                    xa = cs[c]
+                    xb = cs[c + t]
+                    if xb > xa and rs[rr + 1] > rs[rr]:
+                        if xa < 0:  # never: tells the compiler the fill needs no index wraparound
+                            return -1
+                        for i in range(xb - xa):
+                            row[xa + i] = True
+                        if hi <= lo:
+                            lo = xa
+                        hi = xb
+                    c0 += t
+                    left -= t
+                    if c0 == rend:
+                        rr += 1
+                        rend += S
+            filled += k
+        if hi > lo:
+            _paint_row(flat, W, y0 + rs[cr], y0 + rs[cr + 1], x0, row, lo, hi)
+        p = _part_at(body, p, n, tab, toff, _SEG_C)
+        if p < 0:
+            return -1
+        m += 1
+    return m
+
+
 # --------------------------------------------------------------------------- polygons
 
 

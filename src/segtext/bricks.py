@@ -297,6 +297,7 @@ class _Config:
     pattern: re.Pattern  # a brick's prefix and digits, for the repairing parser
     tab: np.ndarray  # the spelling table of the kernels: tags, box separators, brick parts
     toff: np.ndarray
+    plan: np.ndarray  # the parameters and the table in one array, for the fast decoder
 
 
 #: the longest brick a configuration may allow: the cells of the largest brick grid
@@ -323,16 +324,40 @@ def _build_config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any,
     toff = np.zeros(len(parts) + 1, np.int64)
     np.cumsum([len(e) for e in parts], out=toff[1:])
     tab = np.frombuffer(b"".join(parts), np.uint8)
-    return _Config(int(resolution), int(max_run), bool(row_wise), sp, pres, posts, pattern, tab, toff)
+    S = int(resolution)
+    bpre, fpre = (e.encode("utf-8") for e in pres)
+    split = next(i for i, (a, b) in enumerate(zip(bpre, fpre)) if a != b)  # they start differently
+    plan = np.zeros(K._PLAN_TAB + len(tab), np.int64)
+    plan[K._PLAN_S] = S
+    plan[K._PLAN_MAX_RUN] = int(max_run)
+    plan[K._PLAN_ROW_WISE] = bool(row_wise)
+    plan[K._PLAN_SCALE] = sp.scale or 0
+    plan[K._PLAN_MAX_OBJECTS] = MAX_BRICK_CELLS // (S * S)
+    plan[K._PLAN_SPLIT] = split
+    plan[K._PLAN_TOFF:K._PLAN_TAB] = toff
+    plan[K._PLAN_TAB:] = tab
+    return _Config(S, int(max_run), bool(row_wise), sp, pres, posts, pattern, tab, toff, plan)
 
 
 _cached_config = lru_cache(maxsize=64, typed=True)(_build_config)
+_PLAIN_CONFIGS: dict[tuple, _Config] = {}
 
 
 def _config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any, fg_token: Any,
             bg_token: Any) -> _Config:
     """Checked parameters, cached (a decoder is called once per answer with the same ones)."""
     args = (resolution, max_run, row_wise, box_format, fg_token, bg_token)
+    if type(resolution) is int and type(max_run) is int and type(row_wise) is bool:
+        # the usual call: one dict look-up (exact types, so True and 1 never share a key)
+        try:
+            cfg = _PLAIN_CONFIGS.get(args)
+        except TypeError:  # an unhashable argument: check it uncached, for the clear error
+            return _build_config(*args)
+        if cfg is None:
+            cfg = _cached_config(*args)  # raises for bad parameters (and caches nothing then)
+            if len(_PLAIN_CONFIGS) < 64:
+                _PLAIN_CONFIGS[args] = cfg
+        return cfg
     try:
         hash(args)
     except TypeError:  # an unhashable argument: check it uncached, for the clear error
@@ -601,12 +626,63 @@ class DecodedObjects:
         return not self.repairs
 
     def mask(self) -> np.ndarray:
-        """Union of all object masks, ``(H, W)`` bool (all False without objects); each
-        object's bricks are pasted straight into one canvas."""
-        canvas = np.zeros(self.image_size, np.uint8)
+        """Union of all object masks, ``(H, W)`` bool (all False without objects), a new
+        array each call; each object's bricks are pasted straight into one canvas.
+
+        For a result of :func:`decode_bsd` in repair mode whose :attr:`objects` have not
+        been read or replaced yet, a clean text (blocks exactly as :func:`encode_bsd` writes
+        them) is read and painted into the canvas in one compiled call, without building the
+        objects or their ``S x S`` grids; any other text is read by the repairing parser and
+        its objects pasted. The result is the same either way."""
+        d = self.__dict__
+        deferred = d.get("_text")
+        if deferred is not None and "objects" not in d and self.image_size is deferred[3]:
+            text, raw, cfg, size, log = deferred
+            canvas = np.zeros(size, bool)
+            found = K.bsd_mask(raw, cfg.plan, canvas)
+            if found > 0:  # clean blocks, painted
+                return canvas
+            if found < 0:  # something off part-way: start again from the objects
+                canvas = np.zeros(size, bool)
+        else:
+            canvas = np.zeros(self.image_size, bool)
         for obj in self.objects:
-            _paste(obj, canvas)
-        return canvas.view(bool)
+            _paste(obj, canvas.view(np.uint8))
+        return canvas
+
+
+class _Deferred:
+    """``DecodedObjects.objects`` and ``.repairs`` of a text :func:`decode_bsd` has not read
+    yet (repair mode), read when either is first asked for.
+
+    A non-data descriptor: a result made the ordinary way (or read once, or whose attribute
+    was assigned) holds the attribute in its ``__dict__``, which Python reads before this."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, res: DecodedObjects | None, owner: type | None = None) -> Any:
+        if res is None:
+            return self
+        d = res.__dict__
+        deferred = d.get("_text")
+        if deferred is None:
+            raise AttributeError(f"'DecodedObjects' object has no attribute {self.name!r}")
+        text, raw, cfg, (H, W), log = deferred
+        objects, repairs = _decode(text, raw, cfg, H, W, log, False)
+        d.setdefault("objects", objects)  # (keeping either if it was assigned meanwhile)
+        d.setdefault("repairs", repairs)
+        return d[self.name]
+
+
+# after the dataclass is made, so that its fields and __init__ stay as they are
+for _name in ("objects", "repairs"):
+    _deferred = _Deferred()
+    _deferred.__set_name__(DecodedObjects, _name)
+    setattr(DecodedObjects, _name, _deferred)
+del _name, _deferred
+
+_new_result = object.__new__  # a DecodedObjects of a text read later: see decode_bsd
 
 
 def merge_objects(objects: Sequence[BsdObject], image_size: tuple[int, int],
@@ -820,7 +896,10 @@ def decode_bsd(
     Returns:
         :class:`DecodedObjects`; no objects for a text without blocks, and at most
         ``MAX_BRICK_CELLS // S**2`` of them (16,384 at ``S = 64``: the blocks past that are
-        dropped with an ``objects_too_many`` repair).
+        dropped with an ``objects_too_many`` repair). In repair mode the text is read when the
+        result is first asked for its ``objects`` or ``repairs``; asked first for its
+        ``mask()``, a clean text is painted straight into the canvas in one compiled call
+        (the results are the same either way).
 
     Raises:
         DecodeError: in strict mode, with the kind, line and column of the deviation.
@@ -839,15 +918,37 @@ def decode_bsd(
     cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
     if mode != "repair" and mode != "strict":
         raise ValueError(f"mode must be 'strict' or 'repair', got {mode!r}")
-    text, log = bounded_log(text, strict=mode == "strict")
-    fast = _fast_bsd(text.encode("utf-8"), cfg, H, W)
+    strict = mode == "strict"
+    log = None
+    if len(text) > MAX_TEXT_LENGTH:  # read up to the limit, with a repair (strict: raises)
+        text, log = bounded_log(text, strict=strict)
+    raw = text.encode("utf-8")
+    size = (H, W)
+    if strict:  # every deviation must raise here and now
+        objects, repairs = _decode(text, raw, cfg, H, W, log, strict)
+        return DecodedObjects(objects, size, repairs)
+    # repair mode never raises: the text is read when the result is first asked for its objects
+    # or repairs (see _Deferred), or painted straight into a canvas by .mask() (K.bsd_mask)
+    res = _new_result(DecodedObjects)
+    d = res.__dict__
+    d["image_size"] = size
+    d["_text"] = (text, raw, cfg, size, log)
+    return res
+
+
+def _decode(text: str, raw: bytes, cfg: _Config, H: int, W: int, log: RepairLog | None,
+            strict: bool) -> tuple[list[BsdObject], list[Repair]]:
+    """The objects and repairs of a text (cut to the limit, ``log`` then holding that repair)."""
+    fast = _fast_bsd(raw, cfg, H, W)
+    if log is None:
+        log = RepairLog(text, strict=strict)
     if fast:  # clean blocks, exactly as encode_bsd writes them
-        return DecodedObjects(fast, (H, W), log.repairs)
+        return fast, log.repairs
     # no block, or something off: look for tags in another case first
     norm, case_fixes = _tags_in_case(text, cfg.spelling)
     if not case_fixes:
         objects = [] if fast is not None else _decode_blocks(text, cfg, H, W, log)
-        return DecodedObjects(objects, (H, W), log.repairs)
+        return objects, log.repairs
     # tags in another case ('<SEG>', '</Ref>'): the same text with the tags spelled exactly
     # (same length, same positions), the fixes merged in text order
     inner = RepairLog(text, strict=log.strict)
@@ -862,7 +963,7 @@ def decode_bsd(
         log.add("tag_case", at, f"tag {text[at:at + len(exact)]!r} read as {exact!r}",
                 expected=repr(exact), found=repr(text[at : at + len(exact)]))
     merged = sorted(log.repairs + inner.repairs, key=lambda r: (r.line, r.column))
-    return DecodedObjects(objects, (H, W), merged)
+    return objects, merged
 
 
 def _tags_pattern(spelling: _Spelling) -> re.Pattern:
