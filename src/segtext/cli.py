@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build_parser(sub)
     _add_eval_parser(sub)
     _add_show_parser(sub)
+    _add_model_parsers(sub)
     return parser
 
 
@@ -508,6 +509,58 @@ def _add_show_parser(sub) -> None:
                       help="a malformed input line: skip it (reported) or stop (default skip)")
     _add_decode_options(sh)
     sh.set_defaults(func=_cmd_show)
+
+
+def _add_model_parsers(sub) -> None:
+    tr = sub.add_parser(
+        "train",
+        help="fine-tune a Qwen2-VL (LoRA) on `segtext build` records; needs segtext[model]",
+        description=("Train segtext.model.Segmenter on RECORDS (the JSON lines `segtext build` writes in the "
+                     "messages style) and save it to --output (written next to it, then moved into place)."),
+    )
+    tr.add_argument("records", metavar="RECORDS", help="messages-style JSON lines from `segtext build`")
+    tr.add_argument("--model", required=True, metavar="PATH",
+                    help="a Qwen2-VL / Qwen2.5-VL checkpoint directory, a saved Segmenter, or 'tiny' "
+                         "(a random 2-layer model, for trying the pipeline)")
+    tr.add_argument("--output", required=True, metavar="DIR", help="where to save the trained model")
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    tr.add_argument("--steps", type=_positive_int, default=100, help="optimiser steps (default 100)")
+    tr.add_argument("--lr", type=float, default=5e-3, help="AdamW learning rate (default 5e-3)")
+    tr.add_argument("--batch-size", type=_positive_int, default=4, help="records per step (default 4)")
+    tr.add_argument("--encoding", choices=("rrle", "isd", "irle", "bsd"), default="rrle",
+                    help="the answers' format (default rrle); bsd adds the brick tokens")
+    tr.add_argument("--grid-size", type=_positive_int, default=16, help="grid side of the I-SD family (default 16)")
+    tr.add_argument("--resolution", type=_resolution, default=64, help="B-SD bricks per side (default 64)")
+    tr.add_argument("--lora-r", type=_positive_int, default=8, help="LoRA rank (default 8)")
+    tr.add_argument("--images", metavar="DIR", help="folder the records' image paths are relative to "
+                                                   "(default: the records file's folder)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the batch order (default 0)")
+    tr.add_argument("--quiet", action="store_true", help="no per-step loss lines")
+    tr.set_defaults(func=_cmd_model, model_command="train")
+    pr = sub.add_parser(
+        "predict",
+        help="segment one image with a trained model: JSON line on stdout, mask PNG with -o; needs segtext[model]",
+        description="Generate the mask text for IMG and PROMPT (constrained by default, so it always decodes).",
+    )
+    pr.add_argument("--model", required=True, metavar="DIR", help="a `segtext train` output (or a checkpoint)")
+    pr.add_argument("--image", required=True, metavar="IMG", help="the image")
+    pr.add_argument("--prompt", required=True, metavar="TEXT", help="what to segment (the referring phrase)")
+    pr.add_argument("-o", "--output", metavar="MASK.png", help="write the mask as a PNG (0 / 255)")
+    pr.add_argument("--no-constrain", action="store_true", help="generate freely and decode in repair mode")
+    pr.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    pr.add_argument("--seed", type=int, default=None, help="seed for --sample")
+    pr.add_argument("--max-new-tokens", type=_positive_int, default=None,
+                    help="generation budget (default: twice the longest training answer)")
+    pr.set_defaults(func=_cmd_model, model_command="predict")
+
+
+def _cmd_model(args: argparse.Namespace) -> int:
+    from segtext.model import commands
+
+    try:
+        return getattr(commands, args.model_command)(args)
+    except commands.CommandError as e:
+        raise CliError(str(e)) from None
 
 
 def _version() -> str:
