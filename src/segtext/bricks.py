@@ -64,7 +64,7 @@ from segtext._validate import (
 )
 from segtext.coco import check_status, rle_runs, rle_source
 from segtext.limits import MAX_BRICK_CELLS, MAX_RESOLUTION, MAX_TEXT_LENGTH
-from segtext.repairs import DecodeError, Repair, RepairLog, bounded_log
+from segtext.repairs import DecodeError, Repair, RepairLog, bounded_log, with_repairs, without_surrogates
 
 __all__ = [
     "BOX_FORMATS",
@@ -918,6 +918,10 @@ def decode_bsd(
     cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
     if mode != "repair" and mode != "strict":
         raise ValueError(f"mode must be 'strict' or 'repair', got {mode!r}")
+    text, bad = without_surrogates(text, strict=False)
+    if bad:  # lone surrogates (no UTF-8 for them): read as U+FFFD, with a repair each
+        return with_repairs(lambda clean: decode_bsd(clean, image_size, resolution, mode, max_run, row_wise,
+                                                     box_format, fg_token, bg_token), text, bad, mode == "strict")
     strict = mode == "strict"
     log = None
     if len(text) > MAX_TEXT_LENGTH:  # read up to the limit, with a repair (strict: raises)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Any
 
 from segtext.limits import MAX_TEXT_LENGTH
 
@@ -61,6 +62,7 @@ REPAIR_KINDS: dict[str, str] = {
     "box_malformed": "a box not in the preset's spelling: its first four integers are used "
                      "(the object is dropped when there are fewer)",
     "box_out_of_range": "box coordinates outside the image: clipped",
+    "bad_character": "a lone surrogate (a code point UTF-8 cannot hold): read as U+FFFD",
     "box_swapped": "a box with x2 < x1 or y2 < y1: the coordinates are swapped",
     "box_empty": "a box that covers no pixel: the object is dropped",
     "missing_seg": "a box without '<seg>': the object is dropped",
@@ -150,6 +152,62 @@ def bounded_log(text: str, strict: bool) -> tuple[str, RepairLog]:
             f"{MAX_TEXT_LENGTH} (segtext.limits.MAX_TEXT_LENGTH); read up to the limit",
             expected=f"at most {MAX_TEXT_LENGTH} characters", found=f"{n} characters")
     return log.text, log
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str, strict: bool) -> tuple[str, list[Repair]]:
+    """``text`` with each lone surrogate replaced by U+FFFD (same length), and a
+    ``bad_character`` repair for each; strict mode raises at the first one. A text without any
+    (every text that came from bytes) is returned as is, at the cost of one ``isascii`` check
+    or one UTF-8 encode.
+
+    Example:
+        >>> from segtext.repairs import without_surrogates
+        >>> text, repairs = without_surrogates("dog *1\\udc80\\n", strict=False)
+        >>> text, [(r.kind, r.column) for r in repairs]
+        ('dog *1\ufffd\\n', [('bad_character', 7)])
+    """
+    if text.isascii():
+        return text, []
+    try:
+        text.encode("utf-8")
+        return text, []
+    except UnicodeEncodeError:
+        pass
+    log = RepairLog(text, strict)
+    for m in _SURROGATE.finditer(text):
+        log.add("bad_character", m.start(), f"a lone surrogate {m.group()!r} read as U+FFFD",
+                expected="a character UTF-8 can hold", found=repr(m.group()))
+    return _SURROGATE.sub("\ufffd", text), log.repairs
+
+
+def with_repairs(decode: Any, text: str, repairs: list[Repair], strict: bool) -> Any:
+    """``decode(text)`` with ``repairs`` (made before it, e.g. by :func:`without_surrogates`)
+    merged into its result's repairs in text order; strict mode raises whichever deviation
+    comes first.
+
+    Example:
+        >>> import segtext as st
+        >>> from segtext.repairs import with_repairs, without_surrogates
+        >>> text, bad = without_surrogates("d\\udc80g *1\\n", strict=False)
+        >>> res = with_repairs(lambda t: st.decode_rrle(t, grid_size=(1, 1)), text, bad, strict=False)
+        >>> [r.kind for r in res.repairs], res.labels
+        (['bad_character'], ['others', 'd\ufffdg'])
+    """
+    first = (repairs[0].line, repairs[0].column)
+    if strict:
+        try:
+            decode(text)
+        except DecodeError as e:
+            if (e.line, e.column) < first:
+                raise
+        r = repairs[0]
+        raise DecodeError(r.kind, r.message, r.line, r.column, "a character UTF-8 can hold", "a lone surrogate")
+    res = decode(text)
+    res.repairs = sorted([*repairs, *res.repairs], key=lambda r: (r.line, r.column))
+    return res
 
 
 class RepairLog:

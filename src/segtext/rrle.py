@@ -72,7 +72,15 @@ from segtext.labels import (
     refuse_background_alias,
 )
 from segtext.limits import MAX_COUNT, MAX_GRID_CELLS, MAX_TEXT_LENGTH
-from segtext.repairs import DecodeError, Repair, RepairLog, bounded_log, within_limit
+from segtext.repairs import (
+    DecodeError,
+    Repair,
+    RepairLog,
+    bounded_log,
+    with_repairs,
+    within_limit,
+    without_surrogates,
+)
 
 __all__ = [
     "FORMATS",
@@ -935,6 +943,10 @@ def decode_rrle(
     vocab = None if labels is None else check_labels(labels)
     size = None if grid_size is None else grid_size_arg(grid_size)
     full = None if image_size is None else image_size_arg(image_size)
+    text, bad = without_surrogates(text, strict=False)
+    if bad:  # lone surrogates (no UTF-8 for them): read as U+FFFD, with a repair each
+        return with_repairs(lambda clean: decode_rrle(clean, labels, grid_size, mode, unknown, image_size),
+                             text, bad, mode == "strict")
     if mode == "t4s":
         return _compact(_decode_t4s(text, vocab, size, unknown), full, True)
     mask = None
