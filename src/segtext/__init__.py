@@ -20,8 +20,10 @@ from segtext import coco, evaluation, limits, metrics, records, viz
 from segtext.bricks import (
     BOX_FORMATS,
     BsdObject,
+    BsdSpelling,
     DecodedObjects,
     box_from_mask,
+    bsd_spelling,
     decode_bsd,
     dequantize_box,
     encode_bsd,
@@ -55,8 +57,10 @@ __version__ = "0.1.0"
 __all__ = [
     "BOX_FORMATS",
     "BsdObject",
+    "BsdSpelling",
     "DecodedObjects",
     "box_from_mask",
+    "bsd_spelling",
     "decode_bsd",
     "dequantize_box",
     "encode_bsd",

@@ -69,8 +69,10 @@ from segtext.repairs import DecodeError, Repair, RepairLog, bounded_log, with_re
 __all__ = [
     "BOX_FORMATS",
     "BsdObject",
+    "BsdSpelling",
     "DecodedObjects",
     "box_from_mask",
+    "bsd_spelling",
     "decode_bsd",
     "dequantize_box",
     "encode_bsd",
@@ -379,6 +381,64 @@ def _fast_bsd(raw: bytes, cfg: _Config, H: int, W: int) -> list[BsdObject] | Non
 def _max_objects(cfg: _Config) -> int:
     """How many objects of ``S x S`` cells one text may decode to (``limits.MAX_BRICK_CELLS``)."""
     return MAX_BRICK_CELLS // (cfg.S * cfg.S)
+
+
+@dataclass(frozen=True)
+class BsdSpelling:
+    """How a B-SD configuration spells its texts, for code that writes or constrains them
+    (token sets, grammars, logits processors): see :func:`bsd_spelling`.
+
+    Attributes:
+        resolution, max_run, row_wise: as :func:`encode_bsd` takes them (checked).
+        box: the box preset (an entry of :data:`BOX_FORMATS`: ``ref_open``, ``ref_close``,
+            ``box_open``, ``box_close``, ``seg_open``, ``seg_close``, ``scale`` (``None`` for
+            pixels), ``pairs`` (``(x1,y1),(x2,y2)`` instead of ``[x1,y1,x2,y2]``)).
+        prefixes, suffixes: ``(background, foreground)`` brick spellings around the length.
+
+    Example:
+        >>> import segtext as st
+        >>> sp = st.bsd_spelling(max_run=15, fg_token="[F{k}]", bg_token="[B{k}]")
+        >>> sp.prefixes, sp.suffixes, sp.box.scale
+        (('[B', '[F'), (']', ']'), 1000)
+    """
+
+    resolution: int
+    max_run: int
+    row_wise: bool
+    box: _Spelling
+    prefixes: tuple[str, str]
+    suffixes: tuple[str, str]
+
+    def brick(self, foreground: bool, k: int) -> str:
+        """The brick of ``k`` cells."""
+        kind = int(bool(foreground))
+        return f"{self.prefixes[kind]}{k}{self.suffixes[kind]}"
+
+    def check_label(self, label: Any, where: str = "label") -> str:
+        """``label`` if a block can hold it (a non-empty str without the preset's tags), else a
+        ``TypeError`` / ``ValueError`` naming ``where``."""
+        return _check_bsd_label(label, self.box, where)
+
+
+def bsd_spelling(resolution: int = 64, max_run: int = 63, row_wise: bool = False, box_format: str = "norm1000",
+                 fg_token: str = "<fg_{k}>", bg_token: str = "<bg_{k}>") -> BsdSpelling:
+    """The checked spelling of a B-SD configuration (the arguments of :func:`encode_bsd`).
+
+    Raises:
+        ValueError: the same bad arguments :func:`encode_bsd` refuses.
+
+    Example:
+        >>> import segtext as st
+        >>> sp = st.bsd_spelling(resolution=32, box_format="qwen2vl")
+        >>> sp.box.ref_open, sp.brick(True, 12), sp.brick(False, 3)
+        ('<|object_ref_start|>', '<fg_12>', '<bg_3>')
+        >>> sp.check_label("a <|box_start|> b")
+        Traceback (most recent call last):
+        ...
+        ValueError: label: label 'a <|box_start|> b' contains the tag '<|box_start|>'
+    """
+    cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
+    return BsdSpelling(cfg.S, cfg.max_run, cfg.row_wise, cfg.spelling, cfg.prefixes, cfg.suffixes)
 
 
 def _check_bsd_label(label: Any, spelling: _Spelling, where: str) -> str:

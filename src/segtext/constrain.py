@@ -214,10 +214,10 @@ def _grid_grammar(labels: Any, grid_size: Any, format: Any, canonical: Any, star
 def _bsd_grammar(labels: Any, resolution: Any, box_format: Any, max_objects: Any, max_run: Any,
                  row_wise: Any, fg_token: Any, bg_token: Any, start: Any, image_size: Any,
                  max_label_length: Any) -> tuple:
-    from segtext.bricks import _check_bsd_label, _config
+    from segtext.bricks import bsd_spelling
 
-    cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
-    sp = cfg.spelling
+    cfg = bsd_spelling(resolution, max_run, row_wise, box_format, fg_token, bg_token)
+    sp = cfg.box
     if sp.scale is None:
         if image_size is None:
             raise ValueError("box_format 'pixel' needs image_size=(H, W) for the box ranges")
@@ -227,7 +227,7 @@ def _bsd_grammar(labels: Any, resolution: Any, box_format: Any, max_objects: Any
         if image_size is not None:
             image_size_arg(image_size)
         x_max = y_max = sp.scale
-    limit = MAX_BRICK_CELLS // (cfg.S * cfg.S)
+    limit = MAX_BRICK_CELLS // (cfg.resolution * cfg.resolution)
     if max_objects is None:
         max_objects = limit
     if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) or not 1 <= max_objects <= limit:
@@ -252,12 +252,12 @@ def _bsd_grammar(labels: Any, resolution: Any, box_format: Any, max_objects: Any
     else:
         if isinstance(labels, str) or not isinstance(labels, Sequence) or not labels:
             raise TypeError(f"labels must be None or a non-empty sequence of str, got {labels!r}")
-        vocab = [_check_bsd_label(lab, sp, "labels") for lab in labels]
+        vocab = [cfg.check_label(lab, "labels") for lab in labels]
         if len(set(vocab)) != len(vocab):
             raise ValueError("labels holds a label twice")
         given = 1
         strings = [(lab.encode("utf-8") + enc[1], i, 0) for i, lab in enumerate(vocab)]
-    P = np.array([1, cfg.S * cfg.S, cfg.S, cfg.max_run, int(cfg.row_wise), x_max, y_max, int(max_objects),
+    P = np.array([1, cfg.resolution * cfg.resolution, cfg.resolution, cfg.max_run, int(cfg.row_wise), x_max, y_max, int(max_objects),
                   _start_arg(start), given, int(max_label_length)], np.int64)
     lits, loff = _lits(enc)
     return (P, lits, loff, *_label_trie(strings))
@@ -535,8 +535,6 @@ class _Processor:
         return state
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
         ids = input_ids.detach().to("cpu").numpy() if hasattr(input_ids, "detach") else np.asarray(input_ids)
         if ids.ndim != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(ids.shape)}")

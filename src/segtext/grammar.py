@@ -68,7 +68,7 @@ import json
 from collections.abc import Sequence
 
 from segtext._validate import grid_size_arg, image_size_arg
-from segtext.bricks import _check_bsd_label, _config
+from segtext.bricks import bsd_spelling
 from segtext.labels import check_labels
 
 __all__ = ["MAX_GRAMMAR_SYMBOLS", "bsd_grammar", "rrle_grammar"]
@@ -332,8 +332,8 @@ def bsd_grammar(labels: Sequence[str] | None = None, resolution: int = 64, box_f
         >>> print(g.splitlines()[-1])
         s4: B1 s3 | B2 s2 | B3 s1 | B4
     """
-    cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
-    sp, S = cfg.spelling, cfg.S
+    cfg = bsd_spelling(resolution, max_run, row_wise, box_format, fg_token, bg_token)
+    sp, S = cfg.box, cfg.resolution
     for name, flag in (("exact_sum", exact_sum), ("row_wise", row_wise)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
@@ -349,7 +349,7 @@ def bsd_grammar(labels: Sequence[str] | None = None, resolution: int = 64, box_f
             raise TypeError(f"labels must be None or a list of str, got {type(labels).__name__}")
         if len(labels) == 0:
             raise ValueError("labels is empty; pass None for free-text labels")
-        vocab = tuple(dict.fromkeys(_check_bsd_label(s, sp, f"labels[{i}]") for i, s in enumerate(labels)))
+        vocab = tuple(dict.fromkeys(cfg.check_label(s, f"labels[{i}]") for i, s in enumerate(labels)))
     cells, row = (S, True) if row_wise else (S * S, False)
     if exact_sum:
         total = _bricks_symbols(cells, cfg.max_run)

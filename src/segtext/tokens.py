@@ -443,21 +443,21 @@ def format_tokens(formats: Sequence[str] = ("bsd",), *, max_run: int = 63, fg_to
         >>> format_tokens(("bsd", "tags"), max_run=2)
         ['<fg_1>', '<fg_2>', '<bg_1>', '<bg_2>', '<seg>', '</seg>', '<ref>', '</ref>', '<box>', '</box>']
     """
-    from segtext.bricks import _config
+    from segtext.bricks import bsd_spelling
 
     if isinstance(formats, str) or not isinstance(formats, Sequence):
         raise TypeError(f"formats must be a sequence of names from {FORMAT_TOKEN_SETS}, got {formats!r}")
     bad = [f for f in formats if f not in FORMAT_TOKEN_SETS]
     if bad:
         raise ValueError(f"unknown token set {bad[0]!r}; expected names from {FORMAT_TOKEN_SETS}")
-    cfg = _config(1, max_run, False, box_format, fg_token, bg_token)
+    cfg = bsd_spelling(1, max_run, False, box_format, fg_token, bg_token)
     out: list[str] = []
     for name in formats:
         if name == "bsd":
             for kind in (1, 0):  # foreground first
                 out += [f"{cfg.prefixes[kind]}{k}{cfg.suffixes[kind]}" for k in range(1, cfg.max_run + 1)]
         elif name == "tags":
-            sp = cfg.spelling
+            sp = cfg.box
             out += [sp.seg_open, sp.seg_close, sp.ref_open, sp.ref_close, sp.box_open, sp.box_close]
         else:
             out += list(_XSAM_TOKENS)
