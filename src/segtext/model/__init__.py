@@ -34,6 +34,7 @@ _LAZY = {
     )
 }
 _LAZY.update({"Segmenter": "segtext.model.segmenter", "SegmentResult": "segtext.model.segmenter"})
+_LAZY.update({"XSamSegmenter": "segtext.model.xsam_model", "XSamResult": "segtext.model.xsam_model"})
 
 
 def __getattr__(name: str) -> Any:

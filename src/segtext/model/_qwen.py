@@ -10,6 +10,7 @@ computed from the ids, as the processor would.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,57 @@ CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 
 _MODES = {"RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1"}  # 8-bit modes PIL turns into RGB
+
+
+def require_torch() -> Any:
+    """torch, after checking that the model extras (torch, transformers, peft) are installed."""
+    import importlib
+
+    try:
+        for name in ("peft", "transformers"):
+            importlib.import_module(name)
+        import torch
+    except ImportError as e:  # pragma: no cover - only without the extra
+        raise ImportError("segtext.model needs torch, transformers and peft: pip install 'segtext[model]'") from e
+    return torch
+
+
+def lora_arg(lora: Any) -> dict | None:
+    """Checked ``LoraConfig`` arguments with defaults (``r`` 8, ``lora_alpha`` 2r, no dropout);
+    ``None`` stays ``None`` (no LoRA)."""
+    if lora is None:
+        return None
+    if not isinstance(lora, dict):
+        raise TypeError(f"lora must be None or a dict of LoraConfig arguments (e.g. {{'r': 8}}), got {lora!r}")
+    out = {"r": 8, "lora_alpha": None, "lora_dropout": 0.0, **lora}
+    if not isinstance(out["r"], int) or isinstance(out["r"], bool) or out["r"] < 1:
+        raise ValueError(f"lora['r'] must be a positive int, got {out['r']!r}")
+    if out["lora_alpha"] is None:
+        out["lora_alpha"] = 2 * out["r"]
+    return out
+
+
+def load_records(records: Any, image_root: str | None) -> tuple[Sequence[Any], str | None]:
+    """The records (a JSON Lines path or a sequence of dicts) and the folder their relative image
+    paths are joined to (``image_root``, else the records file's folder)."""
+    import json
+
+    base = image_root
+    if isinstance(records, (str, os.PathLike)):
+        path = os.fspath(records)
+        base = base if base is not None else os.path.dirname(os.path.abspath(path))
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path} line {n}: not JSON: {e}") from None
+        records = rows
+    if isinstance(records, dict) or not isinstance(records, Sequence):
+        raise TypeError("records must be a path to a JSON Lines file or a sequence of record dicts")
+    return records, base
 
 
 def tiny_tokenizer() -> Any:

@@ -60,29 +60,8 @@ class SegmentResult:
         return not self.repairs
 
 
-def _torch():
-    import importlib
-
-    try:
-        for name in ("peft", "transformers"):
-            importlib.import_module(name)
-        import torch
-    except ImportError as e:  # pragma: no cover - only without the extra
-        raise ImportError("segtext.model needs torch, transformers and peft: pip install 'segtext[model]'") from e
-    return torch
-
-
-def _lora_arg(lora: Any) -> dict | None:
-    if lora is None:
-        return None
-    if not isinstance(lora, dict):
-        raise TypeError(f"lora must be None or a dict of LoraConfig arguments (e.g. {{'r': 8}}), got {lora!r}")
-    out = {"r": 8, "lora_alpha": None, "lora_dropout": 0.0, **lora}
-    if not isinstance(out["r"], int) or isinstance(out["r"], bool) or out["r"] < 1:
-        raise ValueError(f"lora['r'] must be a positive int, got {out['r']!r}")
-    if out["lora_alpha"] is None:
-        out["lora_alpha"] = 2 * out["r"]
-    return out
+_torch = _qwen.require_torch
+_lora_arg = _qwen.lora_arg
 
 
 class Segmenter:
@@ -291,21 +270,7 @@ class Segmenter:
 
     def _records(self, records: Any, image_root: str | None) -> list[tuple[str, Any, str, str, str | None]]:
         """``(where, image, question, answer, label)`` of each ``messages`` record."""
-        base = image_root
-        if isinstance(records, (str, os.PathLike)):
-            path = os.fspath(records)
-            base = base if base is not None else os.path.dirname(os.path.abspath(path))
-            with open(path, encoding="utf-8") as f:
-                rows = []
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise ValueError(f"{path} line {n}: not JSON: {e}") from None
-            records = rows
-        if isinstance(records, dict) or not isinstance(records, Sequence):
-            raise TypeError("records must be a path to a JSON Lines file or a sequence of record dicts")
+        records, base = _qwen.load_records(records, image_root)
         out = []
         for i, rec in enumerate(records):
             where = f"record {rec.get('id', i)!r}" if isinstance(rec, dict) else f"record {i}"
