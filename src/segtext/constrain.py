@@ -535,6 +535,8 @@ class _Processor:
         return state
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
         ids = input_ids.detach().to("cpu").numpy() if hasattr(input_ids, "detach") else np.asarray(input_ids)
         if ids.ndim != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(ids.shape)}")
@@ -548,12 +550,13 @@ class _Processor:
         prev = self._states
         now: dict[bytes, Any] = {}
         V = scores.shape[-1]
-        out = scores.clone()
+        out = torch.full_like(scores, float("-inf"))  # one write pass; allowed scores copied back
         auto = self.automaton
         for r in range(B):
             state = self._row_state(gen[r], prev)
             now[gen[r].tobytes()] = state
-            if state == "done":  # finished rows: generate pads them anyway
+            if state == "done":  # finished rows: left alone (generate pads them anyway)
+                out[r] = scores[r]
                 continue
             if state is None:  # a refused token (forced by something else): only EOS is left
                 key: Any = ("eos",)
@@ -563,12 +566,10 @@ class _Processor:
                     state = auto.start_of_answer()  # the free text is long enough: the answer now
                 key, allowed = state, None
             kind, index = self._index(key, allowed, V, out.device)
-            if kind == "ids":  # a few allowed ids: keep their scores, the rest -inf
-                keep = out[r, index]
-                out[r].fill_(float("-inf"))
-                out[r, index] = keep
-            else:  # most ids allowed: mask the refused ones
-                out[r].masked_fill_(index, float("-inf"))
+            if kind == "ids":  # a few allowed ids: their scores, the rest stays -inf
+                out[r, index] = scores[r, index]
+            else:  # most ids allowed: the row with the refused ones masked
+                out[r] = scores[r].masked_fill(index, float("-inf"))
         self._states = now
         return out
 
