@@ -304,3 +304,23 @@ def test_checkpoint_directory(data, tmp_path):
     assert seg.head.config.llm_dim == 64 and seg.lora["r"] == 4
     r = seg.segment([data[0] / "img0.png"], ["square"], max_new_tokens=2)[0]
     assert r.mask.shape == (64, 64)
+
+
+def test_no_target_records_of_segtext_build_train_the_lm_only(data):
+    """`segtext build --style xsam` writes a no-target sample without <SEG> ("I cannot find ..."):
+    it is read, trains the language model alone, and mixes with target samples in a batch."""
+    d, shapes, recs, path = data
+    sample = records.Sample("none", "referring", str(d / "img0.png"), 9, (64, 64), [], phrase="a giraffe")
+    rec = records.make_record(sample, records.Options(style="xsam"))
+    assert "<SEG>" not in rec["conversations"][1]["value"] and rec["segmentation"] == []
+    seg = XSamSegmenter.tiny()
+    out = seg.losses([rec])
+    assert float(out["mask"]) == 0.0 and torch.isfinite(out["lm"]) and float(out["lm"]) > 0
+    mixed = seg.losses([rec, {**recs[1], "image": str(d / "img1.png")}])
+    assert float(mixed["mask"]) > 0 and torch.isfinite(mixed["loss"])
+    mixed["loss"].backward()
+    assert any(p.grad is not None for p in seg.head.parameters())
+    assert all(np.isfinite(seg.fit([rec, {**recs[0], "image": str(d / "img0.png")}], steps=2)))
+    # a record with target masks must still answer with <SEG>
+    with pytest.raises(ValueError, match="the answer has no <SEG>"):
+        seg.losses([{**rec, "segmentation": [_rle(shapes[0])]}])

@@ -7,7 +7,8 @@ alone) to :class:`~segtext.model.xsam.SegHead` the way X-SAM does (``MODEL_NOTES
   :func:`segtext.tokens.add_format_tokens` and their rows trained;
 * training reads the ``xsam`` records ``segtext build --style xsam`` writes (one human and one
   gpt turn, the phrase as ``<p>...</p>``, the answer with exactly one ``<SEG>``, the target masks
-  as COCO RLEs in ``segmentation``). The loss is the LM loss on the answer (the prompt masked out;
+  as COCO RLEs in ``segmentation``; a no-target answer without ``<SEG>``, whose ``segmentation`` is
+  ``[]``, trains the language model alone). The loss is the LM loss on the answer (the prompt masked out;
   the answer and ``<|im_end|>`` carry it) plus :class:`~segtext.model.xsam.SetCriterion`'s mask
   loss. The head is conditioned on the last-layer hidden state at ``<SEG>`` (teacher forced) and
   classifies against one prototype per ``<p> ... </p>`` span of the prompt, markers included
@@ -430,9 +431,12 @@ class XSamSegmenter:
                 raise ValueError(f"{where}: expected one human and one gpt turn with text values")
             question, answer = human[0], gpt[0]
             n_seg = answer.count(SEG)
-            if n_seg == 0:
-                raise ValueError(f"{where}: the answer has no <SEG>")
-            if n_seg != 1 or SEG in question:
+            # a no-target answer ("I cannot find <p>x</p> ...") trains the language model only
+            lm_only = n_seg == 0 and "segmentation" in rec and not rec["segmentation"] and SEG not in question
+            if n_seg == 0 and not lm_only:
+                raise ValueError(f"{where}: the answer has no <SEG> (only a record whose segmentation is [] or "
+                                 "null may answer without one)")
+            if not lm_only and (n_seg != 1 or SEG in question):
                 found = n_seg + question.count(SEG)
                 raise ValueError(f"{where}: exactly one <SEG> per sample is supported, found {found}")
             if isinstance(img, str) and base is not None and not os.path.isabs(img):
@@ -445,7 +449,7 @@ class XSamSegmenter:
                 raise ValueError(f"{where}: {e}") from None
             ids = item["input_ids"]
             n_prompt = next(k for k, lab in enumerate(item["labels"]) if lab != -100)
-            if ids.count(seg_id) != 1:
+            if ids.count(seg_id) != (0 if lm_only else 1):
                 raise ValueError(f"{where}: the text does not encode <SEG> as one token exactly once")
             try:
                 phrase_ids = self._phrase_ids(ids, n_prompt)
@@ -474,7 +478,8 @@ class XSamSegmenter:
                 raise ValueError(f"{where}: {len(masks)} masks, more than the head's "
                                  f"{self.head.config.num_queries} queries")
             label = rec.get("label") if isinstance(rec.get("label"), str) else None
-            items.append({"where": where, "enc": item, "seg_pos": ids.index(seg_id), "phrase_ids": phrase_ids,
+            items.append({"where": where, "enc": item, "seg_pos": -1 if lm_only else ids.index(seg_id),
+                          "phrase_ids": phrase_ids,
                           "pixels": self._head_pixels(image), "masks": self._target_masks(masks),
                           "labels": labels, "question": question, "label": label})
         return items
@@ -522,9 +527,13 @@ class XSamSegmenter:
         batch, phrase_ids, seg_pos, pixels, targets = self._batch(items)
         out = self.model(**batch, output_hidden_states=True)
         hidden = out.hidden_states[-1]
-        seg_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), seg_pos]
-        preds = self.head(pixels, seg_hidden, hidden, phrase_ids)
-        parts = self.criterion(preds, targets)
+        rows = torch.nonzero(seg_pos >= 0).flatten()  # the samples with a <SEG> (others: LM loss only)
+        if len(rows) == 0:
+            zero = out.loss * 0.0
+            return {"loss": out.loss, "lm": out.loss, "mask": zero}
+        seg_hidden = hidden[rows, seg_pos[rows]]
+        preds = self.head(pixels[rows], seg_hidden, hidden[rows], phrase_ids[rows])
+        parts = self.criterion(preds, [targets[i] for i in rows.tolist()])
         mask_loss = parts.pop("loss")
         return {"loss": out.loss + mask_loss, "lm": out.loss, "mask": mask_loss, **parts}
 
@@ -542,7 +551,9 @@ class XSamSegmenter:
         Raises:
             ValueError: a malformed record, named in the message: no image, an unreadable image
                 or one of a non-8-bit mode, not one human and one gpt turn, an answer without
-                ``<SEG>`` or with more than one, masks that do not match the image or the phrases.
+                ``<SEG>`` (allowed only when the record's ``segmentation`` is ``[]`` or ``null``: such
+                a no-target answer trains the language model alone) or with more than one, masks
+                that do not match the image or the phrases.
 
         Example:
             >>> from segtext.model import XSamSegmenter
