@@ -562,7 +562,7 @@ class XSamSegmenter:
             ...     {"from": "human", "value": "<image>\\n<p>x</p>"}, {"from": "gpt", "value": "no"}]}], steps=1)
             Traceback (most recent call last):
             ...
-            ValueError: record 'a': the answer has no <SEG>
+            ValueError: record 'a': the answer has no <SEG> (only a record whose segmentation is [] or null may answer without one)
         """
         torch = _torch()
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
