@@ -38,3 +38,13 @@ def qwen_tokenizer(tmp_path_factory):
     from segtext.tokens import qwen2_tokenizer
 
     return qwen2_tokenizer(cache_dir=os.environ.get("SEGTEXT_TEST_CACHE") or tmp_path_factory.mktemp("qwen"))
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny models on a shared 2-core machine: one torch thread is several times faster."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -37,13 +37,7 @@ from segtext.model.xsam import (  # noqa: E402
 LLM = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on a shared 2-core machine: one thread is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def make_head(seed: int = 0, **overrides) -> tuple[SegHead, SegHeadConfig]:

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from shapes import four_shapes
 
 import segtext as st
 from segtext import records
@@ -28,31 +29,10 @@ NAMES = ["square", "bar", "corner", "cross"]
 COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared 2-core machine: one thread is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def _shapes():
-    out = []
-    for k in range(4):
-        m = np.zeros((64, 64), bool)
-        if k == 0:
-            m[16:48, 16:48] = True
-        elif k == 1:
-            m[8:56, 24:40] = True
-        elif k == 2:
-            m[:32, :16] = True
-            m[:16, :32] = True
-        else:
-            m[16:48, :] = True
-            m[:, 16:48] = True
-        out.append(m)
-    return out
+_shapes = four_shapes
 
 
 def _rle(m):
