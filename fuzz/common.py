@@ -29,6 +29,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import atheris
@@ -42,11 +43,15 @@ import naive as _naive  # noqa: E402  (the tests' plain references)
 # comparison hook leaks the result of a comparison that is a numpy array (`grid != 0` leaked
 # 4 MB a call), which ran the harnesses out of memory in minutes. libFuzzer's -dict (DICT in
 # each harness) gives it the format's tokens instead.
+# atheris excludes modules by exact name, so each module of the kernels package is listed.
+_KERNELS = {"segtext._kernels"} | {
+    f"segtext._kernels.{p.stem}"
+    for p in (Path(__file__).resolve().parents[1] / "src" / "segtext" / "_kernels").glob("*.py")}
 try:
-    _hook = atheris.import_hook.HookManager({"segtext"}, {"segtext._kernels"}, enable_loader_override=True,
+    _hook = atheris.import_hook.HookManager({"segtext"}, _KERNELS, enable_loader_override=True,
                                             trace_dataflow=False)
 except (AttributeError, TypeError):  # another atheris: its public hook, comparisons traced
-    _hook = atheris.instrument_imports(include=["segtext"], exclude=["segtext._kernels"])
+    _hook = atheris.instrument_imports(include=["segtext"], exclude=sorted(_KERNELS))
 with _hook:
     import numpy as np
 

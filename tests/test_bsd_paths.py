@@ -243,7 +243,7 @@ _STEPPED = []
 
 
 def _stepped_starts():
-    """A compiled wrapper of the inline kernel K._cell_starts_into, made once."""
+    """A compiled wrapper of the inline kernel K.cell_starts_into, made once."""
     if not _STEPPED:
         from numba import njit
 
@@ -252,7 +252,7 @@ def _stepped_starts():
         @njit(cache=False)
         def starts(n, m):
             out = np.empty(m + 1, np.int64)
-            K._cell_starts_into(n, m, out)
+            K.cell_starts_into(n, m, out)
             return out
 
         _STEPPED.append(starts)

@@ -329,15 +329,15 @@ def _build_config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any,
     S = int(resolution)
     bpre, fpre = (e.encode("utf-8") for e in pres)
     split = next(i for i, (a, b) in enumerate(zip(bpre, fpre)) if a != b)  # they start differently
-    plan = np.zeros(K._PLAN_TAB + len(tab), np.int64)
-    plan[K._PLAN_S] = S
-    plan[K._PLAN_MAX_RUN] = int(max_run)
-    plan[K._PLAN_ROW_WISE] = bool(row_wise)
-    plan[K._PLAN_SCALE] = sp.scale or 0
-    plan[K._PLAN_MAX_OBJECTS] = MAX_BRICK_CELLS // (S * S)
-    plan[K._PLAN_SPLIT] = split
-    plan[K._PLAN_TOFF:K._PLAN_TAB] = toff
-    plan[K._PLAN_TAB:] = tab
+    plan = np.zeros(K.BSD_PLAN_TAB + len(tab), np.int64)
+    plan[K.BSD_PLAN_S] = S
+    plan[K.BSD_PLAN_MAX_RUN] = int(max_run)
+    plan[K.BSD_PLAN_ROW_WISE] = bool(row_wise)
+    plan[K.BSD_PLAN_SCALE] = sp.scale or 0
+    plan[K.BSD_PLAN_MAX_OBJECTS] = MAX_BRICK_CELLS // (S * S)
+    plan[K.BSD_PLAN_SPLIT] = split
+    plan[K.BSD_PLAN_TOFF:K.BSD_PLAN_TAB] = toff
+    plan[K.BSD_PLAN_TAB:] = tab
     return _Config(S, int(max_run), bool(row_wise), sp, pres, posts, pattern, tab, toff, plan)
 
 

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from segtext import _constrain_kernels as CK
+from segtext._kernels import constrain as CK
 from segtext._validate import grid_size_arg, image_size_arg
 from segtext.labels import check_labels
 from segtext.limits import MAX_BRICK_CELLS, MAX_GRID_CELLS
