@@ -162,7 +162,7 @@ def test_eval_coco_ground_truth(tmp_path, capsys, sample_annotations):
     # each answer names its ground truth's category, the vocabulary it is read with by default
     names = [st.coco.COCO_CATEGORY_NAMES[a["category_id"]] for a in anns]
     texts = st.rles_to_texts([a["segmentation"] for a in anns], names, 16)
-    bsd = st.encode_bsd([(LABEL, anns[0]["segmentation"])], anns[0]["segmentation"]["size"])
+    bsd = st.encode_bsd([(names[0], anns[0]["segmentation"])], anns[0]["segmentation"]["size"])
     lines = [{"id": str(500 + i), "output": f"<seg>{t}</seg>"} for i, t in enumerate(texts)]
     lines[0] = {"id": 500, "text": bsd}
     pred = write_jsonl(tmp_path / "p.jsonl", lines)
@@ -182,6 +182,19 @@ def test_eval_coco_ground_truth(tmp_path, capsys, sample_annotations):
     assert named >= 3
     assert code == 0 and doc2["health"]["clean"] == 12 - named and doc2["metrics"] == doc["metrics"]
     assert doc2["health"]["repair_kinds"] == {"unknown_label": named}
+    # so is a B-SD <ref> label: in another case it is the ground truth's label (label_case);
+    # another label is foreground by default, dropped with --unknown background
+    size = anns[0]["segmentation"]["size"]
+    for ref, unknown, kinds, same in [(names[0].upper(), "foreground", {"label_case": 1}, True),
+                                      (LABEL, "foreground", {"unknown_label": 1}, True),
+                                      (LABEL, "background", {"unknown_label": 1}, False)]:
+        lines = [{"id": 500, "text": st.encode_bsd([(ref, anns[0]["segmentation"])], size)}]  # (11 not predicted)
+        write_jsonl(pred, lines)
+        code, out, err = run(["eval", str(pred), str(gt), "--json", str(js), "--no-progress",
+                              "--unknown", unknown], capsys)
+        doc3 = json.loads(js.read_text())
+        assert code == 0 and doc3["health"]["repair_kinds"] == kinds and doc3["health"]["clean"] == 0
+        assert (doc3["metrics"]["giou"] * doc3["metrics"]["n"] > 0.5) == same, (ref, unknown, doc3["metrics"])
 
 
 # --------------------------------------------------------------------------- show

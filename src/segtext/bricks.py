@@ -63,6 +63,7 @@ from segtext._validate import (
     policy_code,
 )
 from segtext.coco import check_status, rle_runs, rle_source
+from segtext.labels import label_key, nearest_label
 from segtext.limits import MAX_BRICK_CELLS, MAX_RESOLUTION, MAX_TEXT_LENGTH
 from segtext.repairs import DecodeError, Repair, RepairLog, bounded_log, with_repairs, without_surrogates
 
@@ -367,15 +368,20 @@ def _config(resolution: Any, max_run: Any, row_wise: Any, box_format: Any, fg_to
     return _cached_config(*args)
 
 
-def _fast_bsd(raw: bytes, cfg: _Config, H: int, W: int) -> list[BsdObject] | None:
-    """Objects of a text whose blocks are exactly as :func:`encode_bsd` writes them, else None."""
+def _fast_bsd(raw: bytes, cfg: _Config, H: int, W: int,
+              starts: list[int] | None = None) -> list[BsdObject] | None:
+    """Objects of a text whose blocks are exactly as :func:`encode_bsd` writes them, else None;
+    the byte offset of each label is appended to ``starts`` when it is given."""
     ok, meta, cells = K.parse_bsd(raw, cfg.tab, cfg.toff, cfg.S, cfg.max_run,
                                   cfg.row_wise, H, W, cfg.spelling.scale or 0, MAX_BRICK_CELLS // (cfg.S * cfg.S))
     if not ok:
         return None
     size = (H, W)
+    rows = meta.tolist()
+    if starts is not None:
+        starts.extend(r[0] for r in rows)
     return [BsdObject(raw[a:b].decode("utf-8"), (x1, y1, x2, y2), cells[i], size)
-            for i, (a, b, x1, y1, x2, y2) in enumerate(meta.tolist())]
+            for i, (a, b, x1, y1, x2, y2) in enumerate(rows)]
 
 
 def _max_objects(cfg: _Config) -> int:
@@ -696,8 +702,9 @@ class DecodedObjects:
         its objects pasted. The result is the same either way."""
         d = self.__dict__
         deferred = d.get("_text")
-        if deferred is not None and "objects" not in d and self.image_size is deferred[3]:
-            text, raw, cfg, size, log = deferred
+        if deferred is not None and "objects" not in d and self.image_size is deferred[3] \
+                and (deferred[5] is None or deferred[5].unknown != "background"):
+            text, raw, cfg, size, log, _ = deferred
             canvas = np.zeros(size, bool)
             found = K.bsd_mask(raw, cfg.plan, canvas)
             if found > 0:  # clean blocks, painted
@@ -728,8 +735,8 @@ class _Deferred:
         deferred = d.get("_text")
         if deferred is None:
             raise AttributeError(f"'DecodedObjects' object has no attribute {self.name!r}")
-        text, raw, cfg, (H, W), log = deferred
-        objects, repairs = _decode(text, raw, cfg, H, W, log, False)
+        text, raw, cfg, (H, W), log, vocab = deferred
+        objects, repairs = _decode(text, raw, cfg, H, W, log, False, vocab)
         d.setdefault("objects", objects)  # (keeping either if it was assigned meanwhile)
         d.setdefault("repairs", repairs)
         return d[self.name]
@@ -931,6 +938,70 @@ def _parse_bricks(body: str, offset: int, cfg: _Config, log: RepairLog) -> np.nd
     return cells.reshape(S, S)
 
 
+
+#: what :func:`decode_bsd` does with a label outside ``labels``
+BSD_UNKNOWN_POLICIES = ("foreground", "background", "nearest", "error")
+
+
+class _Vocabulary:
+    """The labels one B-SD text is read with: each written label resolved to one of them.
+
+    An exact label is itself; one in another case or with punctuation or spaces around it
+    (the same :func:`segtext.labels.label_key`) is the known label, with a ``label_case``
+    repair; any other follows the policy (``foreground``: kept as written, ``background``:
+    the object is dropped, ``nearest``: the closest label by edit distance, each with an
+    ``unknown_label`` repair; ``error``: a :class:`DecodeError` in either mode)."""
+
+    def __init__(self, labels: tuple[str, ...], unknown: str) -> None:
+        self.labels = labels
+        self.exact = frozenset(labels)
+        self.folded: dict[str, str] = {}
+        for s in labels:
+            key = label_key(s)
+            if key:
+                self.folded.setdefault(key, s)
+        self.unknown = unknown
+
+    def resolve(self, label: str, offset: int, log: RepairLog) -> str | None:
+        """The label an object written with ``label`` at ``offset`` stands for (None: drop it)."""
+        if label in self.exact or not label:  # ('': a block without a ref, already repaired)
+            return label
+        known = self.folded.get(label_key(label))
+        if known is not None:
+            log.add("label_case", offset, f"label {label!r} read as {known!r}",
+                    expected=repr(known), found=repr(label))
+            return known
+        if self.unknown == "error":
+            line, column = log.position(offset)
+            raise DecodeError("unknown_label", f"unknown label {label!r}", line, column,
+                              expected="a label from the labels list", found=repr(label))
+        if self.unknown == "foreground":
+            log.add("unknown_label", offset, f"unknown label {label!r} kept as written",
+                    expected="a label from the labels list", found=repr(label))
+            return label
+        if self.unknown == "background":
+            log.add("unknown_label", offset, f"unknown label {label!r}: the object is dropped",
+                    expected="a label from the labels list", found=repr(label))
+            return None
+        known = self.labels[nearest_label(label, self.labels)]
+        log.add("unknown_label", offset, f"unknown label {label!r} read as {known!r}",
+                expected="a label from the labels list", found=repr(label))
+        return known
+
+
+def _vocabulary_arg(labels: Any, unknown: Any, spelling: _Spelling) -> _Vocabulary | None:
+    if unknown not in BSD_UNKNOWN_POLICIES:
+        raise ValueError(f"unknown must be one of {', '.join(map(repr, BSD_UNKNOWN_POLICIES))}, got {unknown!r}")
+    if labels is None:
+        return None
+    if isinstance(labels, str) or not isinstance(labels, Sequence):
+        raise TypeError(f"labels must be a list of str or None, got {type(labels).__name__}")
+    if not labels:
+        raise ValueError("labels is empty; give at least one label, or None to keep labels as written")
+    checked = tuple(_check_bsd_label(s, spelling, f"labels[{i}]") for i, s in enumerate(labels))
+    return _Vocabulary(checked, unknown)
+
+
 def decode_bsd(
     text: str,
     image_size: tuple[int, int],
@@ -941,6 +1012,8 @@ def decode_bsd(
     box_format: str = "norm1000",
     fg_token: str = "<fg_{k}>",
     bg_token: str = "<bg_{k}>",
+    labels: Sequence[str] | None = None,
+    unknown: str = "foreground",
 ) -> DecodedObjects:
     """Read B-SD blocks back into objects with boxes and masks.
 
@@ -952,6 +1025,15 @@ def decode_bsd(
         resolution, max_run, row_wise, box_format, fg_token, bg_token: as :func:`encode_bsd`.
         mode: ``"repair"`` (never raises on any ``str``; every fix is listed) or
             ``"strict"`` (the first deviation raises :class:`segtext.DecodeError`).
+        labels: ``None`` (the default) keeps every label as written (a referring phrase is
+            free text); a list is the vocabulary, and each written label is resolved to it: a
+            label in another case or with punctuation or spaces around it (``"Dog."``,
+            ``" dog"``) is the known label, with a ``label_case`` repair; any other label
+            follows ``unknown``, with an ``unknown_label`` repair. A label cut off by the end
+            of the text never makes an object: its block has no box.
+        unknown: a label outside ``labels``: ``"foreground"`` (kept as written), ``"background"``
+            (the object is dropped), ``"nearest"`` (the closest label by edit distance) or
+            ``"error"`` (raises :class:`segtext.DecodeError` in either mode).
 
     Returns:
         :class:`DecodedObjects`; no objects for a text without blocks, and at most
@@ -971,6 +1053,10 @@ def decode_bsd(
         >>> res = st.decode_bsd("<ref>cat</ref><box>[0,0,500,500]</box><seg><fg_3>", (4, 4), resolution=2)
         >>> [r.kind for r in res.repairs], res.objects[0].bricks.astype(int).tolist()
         (['missing_seg_close', 'bricks_too_few'], [[1, 1], [1, 0]])
+        >>> res = st.decode_bsd("<ref>Dog.</ref><box>[0,0,500,500]</box><seg><fg_4></seg>", (4, 4),
+        ...                     resolution=2, labels=["dog", "cat"])
+        >>> res.objects[0].label, [r.kind for r in res.repairs]
+        ('dog', ['label_case'])
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
@@ -978,46 +1064,51 @@ def decode_bsd(
     cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
     if mode != "repair" and mode != "strict":
         raise ValueError(f"mode must be 'strict' or 'repair', got {mode!r}")
+    vocab = _vocabulary_arg(labels, unknown, cfg.spelling)
     text, bad = without_surrogates(text, strict=False)
     if bad:  # lone surrogates (no UTF-8 for them): read as U+FFFD, with a repair each
         return with_repairs(lambda clean: decode_bsd(clean, image_size, resolution, mode, max_run, row_wise,
-                                                     box_format, fg_token, bg_token), text, bad, mode == "strict")
+                                                     box_format, fg_token, bg_token, labels, unknown),
+                            text, bad, mode == "strict")
     strict = mode == "strict"
     log = None
     if len(text) > MAX_TEXT_LENGTH:  # read up to the limit, with a repair (strict: raises)
         text, log = bounded_log(text, strict=strict)
     raw = text.encode("utf-8")
     size = (H, W)
-    if strict:  # every deviation must raise here and now
-        objects, repairs = _decode(text, raw, cfg, H, W, log, strict)
+    if strict or unknown == "error":  # every deviation (or unknown label) must raise here and now
+        objects, repairs = _decode(text, raw, cfg, H, W, log, strict, vocab)
         return DecodedObjects(objects, size, repairs)
     # repair mode never raises: the text is read when the result is first asked for its objects
     # or repairs (see _Deferred), or painted straight into a canvas by .mask() (K.bsd_mask)
     res = _new_result(DecodedObjects)
     d = res.__dict__
     d["image_size"] = size
-    d["_text"] = (text, raw, cfg, size, log)
+    d["_text"] = (text, raw, cfg, size, log, vocab)
     return res
 
 
 def _decode(text: str, raw: bytes, cfg: _Config, H: int, W: int, log: RepairLog | None,
-            strict: bool) -> tuple[list[BsdObject], list[Repair]]:
+            strict: bool, vocab: _Vocabulary | None = None) -> tuple[list[BsdObject], list[Repair]]:
     """The objects and repairs of a text (cut to the limit, ``log`` then holding that repair)."""
-    fast = _fast_bsd(raw, cfg, H, W)
+    starts: list[int] | None = None if vocab is None else []
+    fast = _fast_bsd(raw, cfg, H, W, starts)
     if log is None:
         log = RepairLog(text, strict=strict)
     if fast:  # clean blocks, exactly as encode_bsd writes them
+        if vocab is not None:  # the labels resolved, in text order (no other repair here)
+            fast = _resolved(fast, starts, raw, vocab, log)
         return fast, log.repairs
     # no block, or something off: look for tags in another case first
     norm, case_fixes = _tags_in_case(text, cfg.spelling)
     if not case_fixes:
-        objects = [] if fast is not None else _decode_blocks(text, cfg, H, W, log)
+        objects = [] if fast is not None else _decode_blocks(text, cfg, H, W, log, vocab)
         return objects, log.repairs
     # tags in another case ('<SEG>', '</Ref>'): the same text with the tags spelled exactly
     # (same length, same positions), the fixes merged in text order
     inner = RepairLog(text, strict=log.strict)
     try:
-        objects = _decode_blocks(norm, cfg, H, W, inner)
+        objects = _decode_blocks(norm, cfg, H, W, inner, vocab)
     except DecodeError as e:  # strict: whichever deviation comes first
         if (e.line, e.column) < log.position(case_fixes[0]):
             raise
@@ -1028,6 +1119,21 @@ def _decode(text: str, raw: bytes, cfg: _Config, H: int, W: int, log: RepairLog 
                 expected=repr(exact), found=repr(text[at : at + len(exact)]))
     merged = sorted(log.repairs + inner.repairs, key=lambda r: (r.line, r.column))
     return objects, merged
+
+
+def _resolved(objects: list[BsdObject], starts: list[int], raw: bytes, vocab: _Vocabulary,
+              log: RepairLog) -> list[BsdObject]:
+    """The clean parser's objects with their labels resolved to ``vocab`` (``starts``: where
+    each label begins, in bytes of ``raw``)."""
+    out = []
+    for obj, start in zip(objects, starts):
+        if obj.label in vocab.exact:
+            out.append(obj)
+            continue
+        label = vocab.resolve(obj.label, len(raw[:start].decode("utf-8")), log)
+        if label is not None:
+            out.append(obj if label == obj.label else BsdObject(label, obj.box, obj.bricks, obj.image_size))
+    return out
 
 
 def _tags_pattern(spelling: _Spelling) -> re.Pattern:
@@ -1065,7 +1171,8 @@ def _tag_at(text: str, at: int, spelling: _Spelling) -> str:
     return next(t for t in spelling.tags if text.startswith(t, at))
 
 
-def _decode_blocks(text: str, cfg: _Config, H: int, W: int, log: RepairLog) -> list[BsdObject]:
+def _decode_blocks(text: str, cfg: _Config, H: int, W: int, log: RepairLog,
+                   vocab: _Vocabulary | None = None) -> list[BsdObject]:
     """The repairing block parser (any text); every fix goes to ``log``."""
     sp = cfg.spelling
     objects: list[BsdObject] = []
@@ -1095,6 +1202,8 @@ def _decode_blocks(text: str, cfg: _Config, H: int, W: int, log: RepairLog) -> l
             else:
                 after_label = label_end + len(sp.ref_close)
             label = text[r + len(sp.ref_open):label_end]
+            if vocab is not None and box_at < nxt:  # (a block without a box is dropped anyway)
+                label = vocab.resolve(label, r + len(sp.ref_open), log)
             if box_at >= nxt:
                 log.add("missing_box", after_label, f"object {label!r} has no box; dropped",
                         expected=repr(sp.box_open), found=repr(text[after_label:after_label + 10]))
@@ -1134,7 +1243,8 @@ def _decode_blocks(text: str, cfg: _Config, H: int, W: int, log: RepairLog) -> l
                     expected=f"at most {max_objects} objects", found=f"object {max_objects + 1}")
             break
         grid = _parse_bricks(text[body_at:seg_end], body_at, cfg, log)
-        objects.append(BsdObject(label, box, grid.view(bool), (H, W)))
+        if label is not None:  # (None: an unknown label, dropped by the policy)
+            objects.append(BsdObject(label, box, grid.view(bool), (H, W)))
     return objects
 
 

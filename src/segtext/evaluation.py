@@ -44,8 +44,10 @@ or ``"bsd"`` forces one decoder for every answer.
   Upsampling is the cell geometry (``upsample="exact"``) or Text4Seg's (``"t4s"``, the default
   in ``t4s`` mode). In ``t4s`` mode Acc@0.5 also scores boxes as Text4Seg does (see
   :func:`segtext.metrics.box_iou`).
-* B-SD: :func:`segtext.decode_bsd` at the ground truth's image size; the union of the objects'
-  masks is scored with :meth:`~segtext.metrics.ReferringEvaluator.add`. ``t4s`` mode has no
+* B-SD: :func:`segtext.decode_bsd` at the ground truth's image size, with the same vocabulary
+  (without ``others``) and ``unknown`` policy: a ``<ref>`` label in another case is the known
+  label (``label_case``), another label follows ``unknown`` (``background`` drops the object);
+  the union of the objects' masks is scored with :meth:`~segtext.metrics.ReferringEvaluator.add`. ``t4s`` mode has no
   B-SD counterpart (Text4Seg's public decoder reads R-RLE only): B-SD answers are then decoded
   in ``repair`` mode, and the result says so in ``notes``.
 * In ``strict`` mode an answer that deviates from the format is *rejected*: it scores as an
@@ -528,9 +530,10 @@ def decode_answer(
         grid_size: R-RLE grid ``(h, w)`` or int; ``None`` infers it from the text.
         upsample: ``"exact"`` or ``"t4s"``; ``None``: ``"t4s"`` in t4s mode, else ``"exact"``.
         resolution, box_format: B-SD settings (see :func:`segtext.decode_bsd`).
-        labels: the R-RLE vocabulary (``"others"`` first, prepended if missing); ``None``
+        labels: the vocabulary (``"others"`` first, prepended if missing); ``None``
             infers it from the answer. With a vocabulary, slips are repairs (``label_case``,
-            ``truncated_label``) and other labels follow ``unknown``.
+            ``truncated_label``) and other labels follow ``unknown``; B-SD ``<ref>`` labels
+            are resolved to it without ``"others"`` (see :func:`segtext.decode_bsd`).
         unknown: what a label outside ``labels`` becomes: ``"foreground"`` (the default: as
             Text4Seg, anything but the background is foreground, reported as
             ``unknown_label``), ``"background"`` or ``"nearest"``.
@@ -560,7 +563,8 @@ def _decode(text: str, image_size: tuple[int, int], format: str, mode: str,
     if fmt == "bsd":
         try:
             objs = decode_bsd(text, image_size, resolution=resolution,
-                              mode="strict" if mode == "strict" else "repair", box_format=box_format)
+                              mode="strict" if mode == "strict" else "repair", box_format=box_format,
+                              labels=labels[1:] if labels and len(labels) > 1 else None, unknown=unknown)
         except DecodeError as e:
             return DecodedAnswer("bsd", image_size, error=e, upsample=upsample)
         return DecodedAnswer("bsd", image_size, objects=objs, repairs=objs.repairs, upsample=upsample)
@@ -914,7 +918,8 @@ def evaluate(
         grid_size: R-RLE grid size; ``None`` infers it per answer.
         upsample: grid -> pixels, ``"exact"`` or ``"t4s"``; default ``"t4s"`` in t4s mode.
         resolution, box_format: B-SD settings.
-        labels: the R-RLE vocabulary for every answer (``"others"`` first); ``None`` uses each
+        labels: the vocabulary for every answer (``"others"`` first; B-SD labels are read
+            with the rest, see :func:`decode_answer`); ``None`` uses each
             ground truth's own label when it has one (except in t4s mode, whose referring
             decoder has no vocabulary), else infers it from the answer.
         unknown: a label outside the vocabulary: ``"foreground"`` (default, as Text4Seg:
