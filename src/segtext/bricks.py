@@ -1064,7 +1064,7 @@ def decode_bsd(
     cfg = _config(resolution, max_run, row_wise, box_format, fg_token, bg_token)
     if mode != "repair" and mode != "strict":
         raise ValueError(f"mode must be 'strict' or 'repair', got {mode!r}")
-    vocab = _vocabulary_arg(labels, unknown, cfg.spelling)
+    vocab = None if labels is None and unknown == "foreground" else _vocabulary_arg(labels, unknown, cfg.spelling)
     text, bad = without_surrogates(text, strict=False)
     if bad:  # lone surrogates (no UTF-8 for them): read as U+FFFD, with a repair each
         return with_repairs(lambda clean: decode_bsd(clean, image_size, resolution, mode, max_run, row_wise,

@@ -418,23 +418,6 @@ BSD_PLAN_TAB = BSD_PLAN_TOFF + 16
 
 
 @njit(cache=True, inline="always")
-def _paint_row(flat, W, y0, y1, x0, row, lo, hi):
-    """OR ``row[lo:hi]`` into pixel rows ``y0:y1`` of the canvas (``flat``: its ``H * W``
-    pixels) from column ``x0 + lo``, then clear ``row[lo:hi]``. The caller keeps every
-    index inside the canvas and ``row``."""
-    m = hi - lo
-    src = row[lo:hi]
-    at = y0 * W + x0 + lo
-    for _ in range(y1 - y0):
-        dst = flat[at : at + m]
-        at += W
-        for i in range(m):  # counted from 0 on two slices: vectorised
-            dst[i] = dst[i] | src[i]
-    for i in range(m):
-        src[i] = False
-
-
-@njit(cache=True, inline="always")
 def cell_starts_into(n_pixels, n_cells, out):
     """:func:`cell_starts` into ``out``, with two divisions instead of one per cell: the first
     pixel of cell ``r`` is ``floor((2*n*r + m - 1) / (2*m))`` (clipped to ``n``), stepped on
@@ -462,12 +445,14 @@ def bsd_mask(body, plan, out):
     checks in the same order, on the same spelling table) and returns their number of
     objects, or -1 at the first deviation, leaving the objects before it painted (the caller
     then runs the repairing parser on a new canvas). Each pixel takes the cell holding its
-    centre. No ``S x S`` grid is built: the foreground runs of a cell row go, as pixel spans,
-    into a row buffer, whose written part is ORed into every pixel row the cell row covers
-    (loops counted from 0 on slices, which the compiler vectorises).
+    centre. No ``S x S`` grid is built: each foreground run, cut at the ends of cell rows, is
+    written as one pixel span into every pixel row its cell row covers (a fill counted from
+    0 on a slice, which the compiler vectorises). The cells of one object never overlap, so
+    each of its foreground pixels is written once and no pixel is read; setting a pixel is
+    ORing it in, as where objects overlap.
     """
     H, W = out.shape
-    flat = out.reshape(H * W)
+    flat = out.reshape(H * W).view(np.uint8)
     n = len(body)
     S = plan[BSD_PLAN_S]
     max_run = plan[BSD_PLAN_MAX_RUN]
@@ -488,7 +473,6 @@ def bsd_mask(body, plan, out):
     fd = tab[b1 + d]
     hi_x = W if scale == 0 else scale
     hi_y = H if scale == 0 else scale
-    row = np.zeros(W + 1, out.dtype)
     starts = np.empty(2 * (S + 1), np.int64)  # the cell starts of the object's rows, then columns
     rs = starts[: S + 1]
     cs = starts[S + 1 :]
@@ -536,9 +520,6 @@ def bsd_mask(body, plan, out):
         # prefixes differ, the length's first digit (1..9), a second one read without a
         # branch (one or two digits are about equally common), then any more (nine at most)
         filled = 0
-        cr = 0  # the cell row the row buffer holds
-        lo = 0  # its written part: [lo, hi), empty when hi <= lo
-        hi = 0
         rr = 0  # a cell row, which ends before cell rend
         rend = S
         while filled < total:
@@ -600,30 +581,21 @@ def bsd_mask(body, plan, out):
                 while left > 0:
                     c = c0 - (rend - S)
                     t = min(left, S - c)
-                    if rr != cr:  # a new cell row: paint the previous one into its pixel rows
-                        if hi > lo:
-                            _paint_row(flat, W, y0 + rs[cr], y0 + rs[cr + 1], x0, row, lo, hi)
-                            lo = 0
-                            hi = 0
-                        cr = rr
-                    xa = cs[c]
-                    xb = cs[c + t]
-                    if xb > xa and rs[rr + 1] > rs[rr]:
-                        if xa < 0:  # never: tells the compiler the fill needs no index wraparound
-                            return -1
-                        for i in range(xb - xa):
-                            row[xa + i] = True
-                        if hi <= lo:
-                            lo = xa
-                        hi = xb
+                    xa = x0 + cs[c]
+                    span = cs[c + t] - cs[c]
+                    if span > 0:
+                        at = (y0 + rs[rr]) * W + xa
+                        for _ in range(rs[rr + 1] - rs[rr]):
+                            dst = flat[at : at + span]
+                            for i in range(span):
+                                dst[i] = 1
+                            at += W
                     c0 += t
                     left -= t
                     if c0 == rend:
                         rr += 1
                         rend += S
             filled += k
-        if hi > lo:
-            _paint_row(flat, W, y0 + rs[cr], y0 + rs[cr + 1], x0, row, lo, hi)
         p = _part_at(body, p, n, tab, toff, _SEG_C)
         if p < 0:
             return -1
