@@ -329,6 +329,51 @@ def _box_number(body, p, n):
     return v, q
 
 
+@njit(cache=True, inline="always")
+def _next_head(body, p, n, tab, toff, H, W, scale, q):
+    """The head of the next block from ``p``, exactly as the encoder writes it: ``<ref>``, a
+    label without the ref and box tags, ``</ref><box>``, the four numbers with the preset's
+    separators, ``</box><seg>``; no box or bricks may stand before it.
+
+    Returns ``(status, start, end, p)``: status 1 with the label's byte span ``[start, end)``,
+    the box in pixel edges in ``q`` (``x0, y0, x1, y1``; the corners of a ``0..scale`` box
+    floored and ceiled, a pixel box when ``scale`` is 0) and ``p`` after ``<seg>``; 0 when no
+    block is left; -1 at a deviation, a box that covers no pixel included."""
+    r = _find_part(body, p, n, tab, toff, _REF_O)
+    stop = n if r < 0 else r
+    if _find_part(body, p, stop, tab, toff, _BOX_O) >= 0 or _find_part(body, p, stop, tab, toff, _SEG_O) >= 0:
+        return -1, 0, 0, p  # a box without its ref, or bricks outside any block
+    if r < 0:
+        return 0, 0, 0, p
+    start = _part_at(body, r, n, tab, toff, _REF_O)
+    end = _find_part(body, start, n, tab, toff, _REF_C)
+    if end <= start:
+        return -1, 0, 0, p  # no label, or the ref never closed
+    if _find_part(body, start, end, tab, toff, _REF_O) >= 0 or _find_part(body, start, end, tab, toff, _BOX_O) >= 0:
+        return -1, 0, 0, p
+    p = _part_at(body, _part_at(body, end, n, tab, toff, _REF_C), n, tab, toff, _BOX_O)
+    for k in range(4):
+        p = _part_at(body, p, n, tab, toff, _SEP + k)
+        if p < 0:
+            return -1, 0, 0, p
+        q[k], p = _box_number(body, p, n)
+    p = _part_at(body, p, n, tab, toff, _SEP + 4)
+    p = _part_at(body, p, n, tab, toff, _BOX_C)
+    p = _part_at(body, p, n, tab, toff, _SEG_O)
+    hi_x = W if scale == 0 else scale
+    hi_y = H if scale == 0 else scale
+    if p < 0 or q[2] < q[0] or q[3] < q[1] or q[2] > hi_x or q[3] > hi_y:
+        return -1, 0, 0, p
+    if scale != 0:
+        q[0] = q[0] * W // scale
+        q[1] = q[1] * H // scale
+        q[2] = (q[2] * W + scale - 1) // scale
+        q[3] = (q[3] * H + scale - 1) // scale
+    if q[2] <= q[0] or q[3] <= q[1]:
+        return -1, 0, 0, p  # a box that covers no pixel (any other lies inside the image)
+    return 1, start, end, p
+
+
 @njit(cache=True)
 def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale, max_objects):
     """Fast path of the B-SD decoder: blocks exactly as the encoder writes them, in one pass.
@@ -342,8 +387,6 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale, max_objects):
     (the caller then runs the repairing parser).
     """
     n = len(body)
-    hi_x = W if scale == 0 else scale
-    hi_y = H if scale == 0 else scale
     cap = 2
     meta = np.empty((cap, 6), np.int64)
     grids = np.empty((cap, S, S), np.bool_)
@@ -351,30 +394,10 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale, max_objects):
     m = 0
     p = 0
     while True:
-        r = _find_part(body, p, n, tab, toff, _REF_O)
-        stop = n if r < 0 else r
-        if _find_part(body, p, stop, tab, toff, _BOX_O) >= 0 or _find_part(body, p, stop, tab, toff, _SEG_O) >= 0:
-            return False, meta[:0], grids[:0]  # a box without its ref, or bricks outside any block
-        if r < 0:
+        status, start, end, p = _next_head(body, p, n, tab, toff, H, W, scale, q)
+        if status == 0:
             break
-        start = _part_at(body, r, n, tab, toff, _REF_O)
-        end = _find_part(body, start, n, tab, toff, _REF_C)
-        if end <= start:
-            return False, meta[:0], grids[:0]  # no label, or the ref never closed
-        if _find_part(body, start, end, tab, toff, _REF_O) >= 0 or _find_part(body, start, end, tab, toff, _BOX_O) >= 0:
-            return False, meta[:0], grids[:0]
-        p = _part_at(body, _part_at(body, end, n, tab, toff, _REF_C), n, tab, toff, _BOX_O)
-        for k in range(4):
-            p = _part_at(body, p, n, tab, toff, _SEP + k)
-            if p < 0:
-                return False, meta[:0], grids[:0]
-            q[k], p = _box_number(body, p, n)
-        p = _part_at(body, p, n, tab, toff, _SEP + 4)
-        p = _part_at(body, p, n, tab, toff, _BOX_C)
-        p = _part_at(body, p, n, tab, toff, _SEG_O)
-        if p < 0 or q[2] < q[0] or q[3] < q[1] or q[2] > hi_x or q[3] > hi_y:
-            return False, meta[:0], grids[:0]
-        if m == max_objects:
+        if status < 0 or m == max_objects:
             return False, meta[:0], grids[:0]
         if m == cap:
             cap = min(2 * cap, max_objects)
@@ -386,15 +409,7 @@ def parse_bsd(body, tab, toff, S, max_run, row_wise, H, W, scale, max_objects):
             grids = more_grids
         meta[m, 0] = start
         meta[m, 1] = end
-        if scale == 0:
-            meta[m, 2:] = q
-        else:
-            meta[m, 2] = q[0] * W // scale
-            meta[m, 3] = q[1] * H // scale
-            meta[m, 4] = (q[2] * W + scale - 1) // scale
-            meta[m, 5] = (q[3] * H + scale - 1) // scale
-        if meta[m, 4] <= meta[m, 2] or meta[m, 5] <= meta[m, 3]:
-            return False, meta[:0], grids[:0]
+        meta[m, 2:] = q
         p = _read_bricks(body, p, n, tab, toff, S, max_run, row_wise, grids[m].reshape(S * S))
         p = _part_at(body, p, n, tab, toff, _SEG_C)
         if p < 0:
@@ -471,8 +486,6 @@ def bsd_mask(body, plan, out):
     s2 = toff[_BRICK + 4]  # foreground suffix: s1..s2
     bd = tab[b0 + d]
     fd = tab[b1 + d]
-    hi_x = W if scale == 0 else scale
-    hi_y = H if scale == 0 else scale
     starts = np.empty(2 * (S + 1), np.int64)  # the cell starts of the object's rows, then columns
     rs = starts[: S + 1]
     cs = starts[S + 1 :]
@@ -480,40 +493,12 @@ def bsd_mask(body, plan, out):
     m = 0
     p = 0
     while True:
-        r = _find_part(body, p, n, tab, toff, _REF_O)
-        stop = n if r < 0 else r
-        if _find_part(body, p, stop, tab, toff, _BOX_O) >= 0 or _find_part(body, p, stop, tab, toff, _SEG_O) >= 0:
-            return -1  # a box without its ref, or bricks outside any block
-        if r < 0:
+        status, start, end, p = _next_head(body, p, n, tab, toff, H, W, scale, q)
+        if status == 0:
             break
-        start = _part_at(body, r, n, tab, toff, _REF_O)
-        end = _find_part(body, start, n, tab, toff, _REF_C)
-        if end <= start:
-            return -1  # no label, or the ref never closed
-        if _find_part(body, start, end, tab, toff, _REF_O) >= 0 or _find_part(body, start, end, tab, toff, _BOX_O) >= 0:
+        if status < 0 or m == max_objects:
             return -1
-        p = _part_at(body, _part_at(body, end, n, tab, toff, _REF_C), n, tab, toff, _BOX_O)
-        for k in range(4):
-            p = _part_at(body, p, n, tab, toff, _SEP + k)
-            if p < 0:
-                return -1
-            q[k], p = _box_number(body, p, n)
-        p = _part_at(body, p, n, tab, toff, _SEP + 4)
-        p = _part_at(body, p, n, tab, toff, _BOX_C)
-        p = _part_at(body, p, n, tab, toff, _SEG_O)
-        if p < 0 or q[2] < q[0] or q[3] < q[1] or q[2] > hi_x or q[3] > hi_y:
-            return -1
-        if m == max_objects:
-            return -1
-        if scale == 0:
-            x0, y0, x1, y1 = q[0], q[1], q[2], q[3]
-        else:
-            x0 = q[0] * W // scale
-            y0 = q[1] * H // scale
-            x1 = (q[2] * W + scale - 1) // scale
-            y1 = (q[3] * H + scale - 1) // scale
-        if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
-            return -1  # a box that covers no pixel (any other lies inside the canvas)
+        x0, y0, x1, y1 = q[0], q[1], q[2], q[3]
         cell_starts_into(y1 - y0, S, rs)
         cell_starts_into(x1 - x0, S, cs)
         # the bricks, as _read_bricks reads them: the kind told by the byte at which the two
