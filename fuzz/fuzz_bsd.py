@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """st.decode_bsd in repair and strict mode, with each box_format.
 
-Input: byte 0 picks the mode, the box format and row_wise; bytes 1-2 the image size (from
+Input: byte 0 picks the mode, row_wise, the box format (bits 2-4) and the vocabulary (bits 5-7:
+none, or VOCAB with one of the unknown-label policies); bytes 1-2 the image size (from
 common.IMAGE_SIDES), byte 3 the resolution (common.RESOLUTIONS), byte 4 max_run; the rest is
 the text.
-Contract: repair never raises on a str (only for bad non-text arguments); strict raises only
-ValueError/TypeError; every object has a label, a non-empty box inside the image and (S, S)
-bool bricks; its mask (built for images up to 2**20 pixels) is (H, W) bool and empty outside
-the box.
+Contract: repair never raises on a str (only for bad non-text arguments, or a DecodeError for an
+unknown label under unknown="error"); strict raises only ValueError/TypeError; every object has
+a label (one of VOCAB unless the policy keeps unknown labels), a non-empty box inside the image
+and (S, S) bool bricks; its mask (built for images up to 2**20 pixels) is (H, W) bool and empty
+outside the box.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from common import Call, Case, expect, np, pick, st
 
 DICT = common.TEXT_TOKENS
 MAX_LEN = 8192
+VOCAB = ["cat", "dog", "white horse"]
+POLICIES = [None, None, None, None, "foreground", "background", "nearest", "error"]
 
 
 def check(kw: dict, H: int, W: int, S: int):
@@ -24,6 +28,8 @@ def check(kw: dict, H: int, W: int, S: int):
         expect(isinstance(res, st.DecodedObjects) and isinstance(res.objects, list), "type", type(res))
         for o in res.objects:
             expect(isinstance(o.label, str), "label", o.label)
+            if kw.get("labels") and kw["unknown"] != "foreground":
+                expect(o.label in VOCAB or o.label == "", "label outside the vocabulary", o.label)
             expect(len(o.box) == 4 and all(type(v) is int for v in o.box), "box type", o.box)
             x1, y1, x2, y2 = o.box
             expect(0 <= x1 < x2 <= W and 0 <= y1 < y2 <= H, "box inside image", (o.box, (H, W)))
@@ -50,9 +56,15 @@ def build(data: bytes) -> Case:
     H, W = pick(common.IMAGE_SIDES, b1), pick(common.IMAGE_SIDES, b2)
     kw = {"resolution": pick(common.RESOLUTIONS, b3), "mode": ("repair", "strict")[b0 & 1],
           "max_run": pick(common.MAX_RUNS, b4), "row_wise": bool(b0 & 2),
-          "box_format": pick(common.BOX_FORMATS, b0 >> 2)}
+          "box_format": pick(common.BOX_FORMATS, (b0 >> 2) & 7)}
+    policy = POLICIES[b0 >> 5]
+    if policy is not None:
+        kw["labels"], kw["unknown"] = VOCAB, policy
     call = Call("st.decode_bsd", st.decode_bsd, (common.text_of(rest), (H, W)), kw)
-    return Case(call, check=check(kw, H, W, kw["resolution"]), text_arg=0 if kw["mode"] == "repair" else None)
+    unknown_error = (lambda e: isinstance(e, st.DecodeError) and e.kind == "unknown_label") \
+        if policy == "error" else None
+    return Case(call, check=check(kw, H, W, kw["resolution"]), text_arg=0 if kw["mode"] == "repair" else None,
+                excuse=unknown_error)
 
 
 def seeds() -> list[bytes]:
@@ -68,6 +80,11 @@ def seeds() -> list[bytes]:
                 out.append(bytes([b0, common.index(common.IMAGE_SIDES, H), common.index(common.IMAGE_SIDES, W),
                                   common.index(common.RESOLUTIONS, S), 0]) + text.encode())
     for m in common.masks()[1:]:
+        text = st.encode_bsd([("Cat.", m), ("cow", m), ("dog", m)], m.shape, resolution=4)
+        for policy in range(4, 8):  # with the vocabulary, each policy
+            out.append(bytes([policy << 5, common.index(common.IMAGE_SIDES, m.shape[0]),
+                              common.index(common.IMAGE_SIDES, m.shape[1]), common.index(common.RESOLUTIONS, 4),
+                              0]) + text.encode())
         text = st.encode_bsd([("cat", m), ("dog", m)], m.shape, resolution=4, max_run=2)
         out.append(bytes([1, common.index(common.IMAGE_SIDES, m.shape[0]), common.index(common.IMAGE_SIDES, m.shape[1]),
                           common.index(common.RESOLUTIONS, 4), common.index(common.MAX_RUNS, 2)]) + text.encode())
