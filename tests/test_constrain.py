@@ -369,3 +369,158 @@ def test_random_walks_decode_strictly(qwen_tokenizer):
         text = qwen_tokenizer.decode(ids)
         res = st.decode_bsd(text, (480, 640), resolution=8, mode="strict")
         assert 1 <= len(res.objects) <= 3 and res.ok
+
+
+# --------------------------------------------------------------------------- the fast paths against the plain ones
+
+
+def _spelled(*texts):
+    """Merges that make each text one token (built a byte at a time, in byte-level spelling)."""
+    from segtext.tokens import _byte_alphabet
+
+    alphabet = _byte_alphabet()
+    merges = []
+    for text in texts:
+        s = [alphabet[b] for b in text.encode()]
+        for i in range(1, len(s)):
+            pair = ("".join(s[:i]), s[i])
+            if pair not in merges:
+                merges.append(pair)
+    return merges
+
+
+def test_canonical_rows_against_the_enumerated_language():
+    """A token that crosses three row ends: rows far enough from the last share one allowed set,
+    and the allowed sets still equal the brute-force ones."""
+    tok = byte_level_tokenizer(MERGES + _spelled("1\n others *1\n dog *1\n ", "s *1\n "))
+    for fmt, h, w in (("rrle", 7, 1), ("isd", 6, 1), ("rrle", 6, 2)):
+        language = grid_language(["others", "dog"], h, w, fmt)
+        auto = TokenAutomaton.for_grid(tok, ["others", "dog"], (h, w), format=fmt)
+        assert auto._canon[2] == 4  # 1 + the three crossings of that token
+        _check_against(auto, tok, language)
+        states = sorted({auto.feed(auto.start(), t[:i]) for t in sorted(language)[:20] for i in range(len(t))})
+        assert any(auto._canonical(s) != s for s in states)  # the canonical path was taken
+        _check_memo(auto, states, tok)
+
+
+def test_canonical_bricks_against_the_enumerated_language():
+    """Brick states far enough from the last cell share one allowed set (also row-wise, and with
+    a token holding two brick prefixes)."""
+    tok = byte_level_tokenizer(MERGES + _spelled("1><fg_1><bg_"))
+    rng = random.Random(0)
+    for S, max_run, row_wise in ((3, 1, False), (3, 1, True), (3, 2, False)):
+        language = bsd_language(["a"], S, max_run, row_wise, 1, 1, 1)
+        auto = TokenAutomaton.for_bsd(tok, ["a"], resolution=S, box_format="pixel", image_size=(1, 1),
+                                      max_objects=1, max_run=max_run, row_wise=row_wise)
+        assert auto._canon[3] == (2 + 2) * max_run + 1
+        _check_against(auto, tok, language, n_texts=60)
+        states = sorted({auto.feed(auto.start(), t[:i]) for t in rng.sample(sorted(language), 30)
+                         for i in range(len(t))})
+        changed = [s for s in states if auto._canonical(s) != s]
+        assert changed or max_run == 2 and S * S <= auto._canon[3]
+        _check_memo(auto, states, tok)
+
+
+def _plain_advance(auto, state, t):
+    """The state after token ``t`` fed byte by byte (no transition memo, no shifted states)."""
+    if t in auto.eos_token_id:
+        return None
+    tr = auto._trie
+    return auto._feed_bytes(state, tr.buf, tr.bounds[t], tr.bounds[t + 1]) if tr.bounds[t] < tr.bounds[t + 1] else None
+
+
+def _check_memo(auto, states, tok):
+    """The memoised allowed sets and transitions of ``states`` equal the plain walk and feed."""
+    for s in states:
+        allowed = auto.allowed(s)
+        assert np.array_equal(allowed, auto._walk(s)), s
+        for t in range(len(tok)):
+            assert auto.advance(s, t) == _plain_advance(auto, s, t), (s, t)
+
+
+def _walk_states(auto, rng, n_walks, limit=4000):
+    """The states of random walks over allowed tokens (EOS ends a walk); free text before the
+    answer (``start="seg"``) for three tokens only, then the answer's tag."""
+    out = []
+    eos = set(auto.eos_token_id)
+    for _ in range(n_walks):
+        state = auto.start()
+        for _ in range(limit):
+            out.append(state)
+            if auto.in_prefix(state) and len(out) % 4 == 3:
+                state = auto.feed(state, "<seg>" if auto._g[0][0] == 0 else "<ref>")
+                continue
+            allowed = auto._walk(state)
+            t = int(rng.choice(allowed))
+            if t in eos:
+                break
+            state = auto.advance(state, t)
+    return out
+
+
+def test_fast_walk_and_memo_equal_the_plain_walk(qwen_tokenizer):
+    """With Qwen2's real vocabulary: the children walk equals the preorder walk of the token trie,
+    id for id, and the memo (canonical states) equals the plain walk, on every state of random
+    answers; transitions from the memo equal fresh ones."""
+    import copy
+
+    from segtext._kernels import constrain as CK
+
+    with_bricks = copy.deepcopy(qwen_tokenizer)
+    add_format_tokens(with_bricks, ("bsd",))
+    rng = np.random.default_rng(1)
+    autos = [
+        TokenAutomaton.for_grid(qwen_tokenizer, LABELS, (16, 16)),
+        TokenAutomaton.for_grid(qwen_tokenizer, LABELS, (12, 7), canonical=True, start="seg"),
+        TokenAutomaton.for_grid(qwen_tokenizer, LABELS, (9, 5), format="isd"),
+        TokenAutomaton.for_grid(qwen_tokenizer, LABELS, (5, 5), format="irle", canonical=True),
+        TokenAutomaton.for_bsd(qwen_tokenizer, ["dog", "cat"], resolution=16, max_objects=2, start="seg"),
+        TokenAutomaton.for_bsd(with_bricks, None, resolution=32, max_objects=1, max_run=20, row_wise=True,
+                               max_label_length=12),
+        TokenAutomaton.for_bsd(with_bricks, ["dog"], resolution=64, max_objects=1),
+    ]
+    for auto in autos:
+        tr = auto._trie
+        states = _walk_states(auto, rng, 1)
+        fresh = TokenAutomaton(auto.tokenizer, auto._g)
+        for i, s in enumerate(states):
+            a = np.array(s, np.int64)
+            out = np.empty_like(auto._out)
+            n = CK.allowed_tokens(*auto._g, a, tr.nb, tr.depth, tr.end, tr.tok_start, tr.toks, tr.max_depth, out)
+            m = CK.allowed_kids(*auto._g, a, tr.info, tr.kid_byte, tr.kid_node, tr.toks, *auto._scratch, auto._out)
+            assert n == m and np.array_equal(out[:n], auto._out[:m]), s
+            assert np.array_equal(auto.allowed(s), auto._walk(s)), s
+            for t in auto.allowed(s)[:: max(1, len(auto.allowed(s)) // 8)].tolist():
+                assert auto.advance(s, t) == _plain_advance(auto, s, t), (s, t)
+                assert fresh.advance(s, t) == auto.advance(s, t)
+        assert any(auto._canonical(s) != s for s in states) == (auto._canon is not None)
+
+
+def test_processor_numpy_path_equals_torch_path(qwen_tokenizer):
+    """Scores on the CPU in float32 go through numpy; in another dtype through torch: the same
+    refused ids, the same kept scores, and the input scores untouched."""
+    torch = pytest.importorskip("torch")
+    proc = RRLELogitsProcessor(qwen_tokenizer, ["others", "dog"], (4, 4), start="seg", max_prefix_tokens=3)
+    other = RRLELogitsProcessor(qwen_tokenizer, ["others", "dog"], (4, 4), start="seg", max_prefix_tokens=3)
+    V = len(qwen_tokenizer) + 7
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    ids = prompt
+    answer = "Sure <seg>others *4\n dog *1| others *3\n others *4\n others *4\n</seg>"
+    eos = qwen_tokenizer.eos_token_id
+    text = qwen_tokenizer(answer, add_special_tokens=False).input_ids + [eos, eos]  # then a finished row
+    for k in range(len(text) + 1):
+        scores = torch.randn(2, V, generator=g, dtype=torch.float64)
+        keep = scores.clone()
+        a = proc(ids, scores)
+        b = other(ids, scores.to(torch.bfloat16).to(torch.float32).to(torch.bfloat16))
+        assert torch.equal(scores, keep)
+        assert a.dtype == torch.float64 and a.shape == (2, V)
+        assert torch.equal(torch.isinf(a), torch.isinf(b.to(torch.float64)))
+        assert torch.equal(a[~torch.isinf(a)], scores[~torch.isinf(a)])
+        if k == len(text):  # row 0 is done: its scores are left alone
+            assert torch.equal(a[0], scores[0])
+        if k < len(text):
+            nxt = torch.tensor([[text[k]], [int(torch.nonzero(~torch.isinf(a[1]))[0])]])
+            ids = torch.cat([ids, nxt], dim=1)
+    assert proc.refused == other.refused == 0

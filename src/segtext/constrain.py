@@ -28,7 +28,9 @@ The tokenizer's vocabulary is decoded to bytes once (:func:`segtext.tokens.token
 put in a byte trie (cached per tokenizer). The tokens allowed in a state are found by walking
 the trie with the automaton in compiled code, pruning every subtree at its first refused byte,
 so a token may span several pieces of the format (``" *1"``, ``"| dog"``, ``"6\\n"``) or part
-of a label; the sets are memoised by state. Each row of a batch (beam search and
+of a label; the sets and transitions are memoised, keyed by a canonical form of the state (states
+that differ only in how far the answer is from its end, further than one token reaches, share one
+set; see ``TokenAutomaton._canonical``). Each row of a batch (beam search and
 ``num_return_sequences`` included) keeps its own state, found from the tokens it generated.
 
 Decode the generated ids with ``skip_special_tokens=False`` when the format tokens were added
@@ -69,6 +71,42 @@ _STARTS = ("answer", "seg")
 _MEMO_LIMIT = 50_000
 _TORCH_CACHE_LIMIT = 4096  # allowed sets kept as torch indices
 _MASK_CACHE_LIMIT = 64  # ... and as vocabulary-sized masks
+_UNSEEN = object()
+
+
+def _max_occurrences(trie: Any, strings: tuple[bytes, ...]) -> int:
+    """The most disjoint occurrences of ``strings`` (summed over them) in one token of ``trie``."""
+    key = ("occurrences", strings)
+    got = trie.stats.get(key)
+    if got is None:
+        got = 0
+        firsts = {s[0] for s in strings if s}
+        if all(strings):
+            for p in trie.pieces:
+                if p and any(b in p for b in firsts) and any(s in p for s in strings):
+                    got = max(got, sum(p.count(s) for s in strings))
+        else:  # an empty prefix: no bound from the vocabulary
+            got = trie.max_depth
+        trie.stats[key] = got
+    return got
+
+
+def _max_pair_count(trie: Any, first: int, seconds: tuple[int, ...]) -> int:
+    """The most times a token of ``trie`` holds the byte ``first`` followed by one of ``seconds``."""
+    key = ("pairs", first, seconds)
+    got = trie.stats.get(key)
+    if got is None:
+        buf, off = trie.buf, trie.off
+        if buf.shape[0] < 2:
+            got = 0
+        else:
+            hit = (buf[:-1] == first) & np.isin(buf[1:], np.array(seconds, np.uint8))
+            pos = np.flatnonzero(hit)
+            tok = np.searchsorted(off, pos, side="right") - 1
+            pos, tok = pos[pos + 1 < off[tok + 1]], tok[pos + 1 < off[tok + 1]]  # both bytes in one token
+            got = int(np.bincount(tok).max()) if tok.shape[0] else 0
+        trie.stats[key] = got
+    return got
 
 
 # --------------------------------------------------------------------------- token tries
@@ -93,9 +131,13 @@ class _TokenTrie:
         np.cumsum(lengths, out=off[1:])
         buf = np.frombuffer(b"".join(pieces), np.uint8) if off[-1] else np.zeros(0, np.uint8)
         self.buf, self.off = buf, off
+        self.bounds = off.tolist()  # the same offsets as Python ints (read per generated token)
         nb, depth, end, tok_start, toks, n = CK.build_trie(buf, off, order, int(lengths[order].sum()) + 1)
         self.nb, self.depth, self.end, self.tok_start, self.toks = nb, depth, end, tok_start, toks
         self.max_depth = max(longest, 1)
+        # each node's children side by side: what the allowed-token walk reads
+        self.info, self.kid_byte, self.kid_node = CK.build_children(nb, depth, end, tok_start)
+        self.stats: dict[tuple, int] = {}  # facts about the vocabulary, computed on demand
 
 
 _TRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -293,7 +335,13 @@ class TokenAutomaton:
         self._trie = _trie_for(tokenizer, exclude)
         self._g = grammar
         self._memo: dict[tuple, np.ndarray] = {}
+        self._next: dict[tuple, tuple | None] = {}  # (state, token) -> state, memoised as the sets
         self._out = np.empty(max(self._trie.size, 1), np.int32)
+        depth = self._trie.max_depth + 1  # scratch of the trie walk: a state, a position, an end per level
+        self._scratch = (np.empty((depth, CK.NS), np.int64), np.empty(depth, np.int64), np.empty(depth, np.int64))
+        self._nxt = np.empty(CK.NS, np.int64)
+        self._final = CK.G_END if grammar[0][0] == 0 else CK.B_BLOCKEND
+        self._canon = self._canonical_bounds()
         st = np.empty(CK.NS, np.int64)
         CK.start_state(grammar[0], st)
         self._start = tuple(int(x) for x in st)
@@ -378,10 +426,10 @@ class TokenAutomaton:
         return state is not None and state[0] in (CK.G_FREE, CK.B_FREE)
 
     def _feed_bytes(self, state: tuple[int, ...], data: np.ndarray, a: int, b: int) -> tuple[int, ...] | None:
-        out = np.empty(CK.NS, np.int64)
-        if not CK.advance(*self._g, np.array(state, np.int64), data, a, b, out):
+        cur = np.array(state, np.int64)
+        if not CK.advance(*self._g, cur, self._nxt, data, a, b):
             return None
-        return tuple(int(x) for x in out)
+        return tuple(cur.tolist())
 
     def advance(self, state: tuple[int, ...] | None, token_id: int) -> tuple[int, ...] | None:
         """The state after one token, or ``None`` when the grammar refuses it (EOS included:
@@ -399,16 +447,28 @@ class TokenAutomaton:
         """
         if state is None:
             return None
+        if type(state) is not tuple:
+            state = tuple(int(x) for x in state)
         t = int(token_id)
-        if not 0 <= t < self._trie.size:
-            return None
-        if t in self.eos_token_id:
-            return None
-        tr = self._trie
-        a, b = int(tr.off[t]), int(tr.off[t + 1])
-        if a == b:
-            return None
-        return self._feed_bytes(state, tr.buf, a, b)
+        key = (state, t)
+        got = self._next.get(key, _UNSEEN)
+        if got is not _UNSEEN:
+            return got
+        nxt = None
+        if 0 <= t < self._trie.size and t not in self.eos_token_id:
+            tr = self._trie
+            a, b = tr.bounds[t], tr.bounds[t + 1]
+            base, delta = self._shift(state) if a != b else (state, 0)
+            r = self.advance(base, t) if delta else None
+            slot = self._slot(r) if r is not None else -1
+            if slot >= 0:  # one token from far from the end stays as far: the same move, shifted back
+                nxt = (*r[:slot], r[slot] - delta, *r[slot + 1:])
+            elif a != b and (delta == 0 or r is not None):
+                nxt = self._feed_bytes(state, tr.buf, a, b)
+        if len(self._next) >= _MEMO_LIMIT:
+            self._next.clear()
+        self._next[key] = nxt
+        return nxt
 
     def feed(self, state: tuple[int, ...] | None, text: str | bytes) -> tuple[int, ...] | None:
         """The state after the bytes of ``text`` (UTF-8), or ``None`` when refused.
@@ -437,7 +497,7 @@ class TokenAutomaton:
             >>> auto.is_accepting(auto.feed(auto.start(), "<seg>others *1\\n</seg>"))
             True
         """
-        return state is not None and bool(CK.accepting(self._g[0], np.array(state, np.int64)))
+        return state is not None and state[0] == self._final  # as CK.accepting
 
     def accepts(self, text: str | bytes) -> bool:
         """Whether the grammar accepts the whole ``text`` (then EOS).
@@ -467,16 +527,96 @@ class TokenAutomaton:
         got = self._memo.get(state)
         if got is not None:
             return got
+        key = self._canonical(state)
+        got = self._memo.get(key) if key is not state else None
+        if got is None:
+            got = self._walk(key)
+            if len(self._memo) >= _MEMO_LIMIT - 1:
+                self._memo.clear()
+            self._memo[key] = got
+        self._memo[state] = got
+        return got
+
+    def _walk(self, state: tuple[int, ...]) -> np.ndarray:
+        """The allowed ids of ``state`` by a walk of the token trie (no memo, no canonical form)."""
         tr = self._trie
-        n = CK.allowed_tokens(*self._g, np.array(state, np.int64), tr.nb, tr.depth, tr.end,
-                              tr.tok_start, tr.toks, tr.max_depth, self._out)
-        ids = np.sort(self._out[:n].astype(np.int64))
-        if self.is_accepting(state):
+        n = CK.allowed_kids(*self._g, np.array(state, np.int64), tr.info, tr.kid_byte, tr.kid_node, tr.toks,
+                            *self._scratch, self._out)
+        ids = self._out[:n].astype(np.int64)
+        ids.sort()
+        if state[0] == self._final:
             ids = np.union1d(ids, self._eos)
-        if len(self._memo) >= _MEMO_LIMIT:
-            self._memo.clear()
-        self._memo[state] = ids
         return ids
+
+    # A state's allowed tokens depend only on what the grammar accepts in the next token's bytes,
+    # so states that differ only in how far the answer is from its end, when both are further
+    # than one token can reach, have the same allowed set: the memo keys them by one canonical
+    # state (the walk runs once for all of them). Grid texts (R-RLE, I-SD): the row, when more
+    # rows are left than one token can cross (a row end is crossed where a newline is followed
+    # by ' ' or '<', at most 1 + the most such pairs in a token of the vocabulary); and, unless
+    # ``canonical``, the previous label (it only serves that check). B-SD: the cells done, when
+    # more cells are left than the bricks that can end in one token cover, plus one brick (a
+    # brick ends in a token if it was begun before it or if its whole prefix is in it: at most
+    # 1 + the most brick prefixes in a token of the vocabulary, each at most ``max_run`` cells);
+    # row-wise, by whole rows, keeping the column. ``tests/test_constrain.py`` checks the memo
+    # against the plain walk on every state of long answers.
+
+    def _canonical_bounds(self) -> tuple[int, ...] | None:
+        P, lits, loff = self._g[0], self._g[1], self._g[2]
+        tr = self._trie
+        if P[0] == 0:
+            if P[3] == 2:  # I-RLE: one line, no rows
+                return None
+            crossings = 1 + _max_pair_count(tr, 10, (32, int(lits[loff[1]])))
+            return (0, int(P[1]), crossings, int(P[4]))
+        prefixes = tuple(bytes(lits[loff[k]:loff[k + 1]]) for k in (7, 8))
+        total, side, max_run, row_wise = (int(x) for x in P[1:5])
+        reach = (2 + _max_occurrences(tr, prefixes)) * max_run + 1
+        return (1, total, side, reach, row_wise)
+
+    def _slot(self, state: tuple[int, ...]) -> int:
+        """The slot of ``state`` that counts how far the answer is (row, cells done), or -1."""
+        ph = state[0]
+        if self._g[0][0] == 0:
+            return 2 if ph in (CK.G_LABEL, CK.G_COUNT, CK.G_BAR, CK.G_NL) else -1
+        if ph == CK.B_BRICK or ph == CK.B_DIGITS:
+            return 3
+        if ph == CK.B_LIT and state[3] == CK.N_BRICKS:
+            return 4
+        return -1
+
+    def _shift(self, state: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+        """``state`` moved to the last row (cells done) that is still out of a token's reach of
+        the end, and by how much; ``(state, 0)`` when it is within reach or has no such slot."""
+        c = self._canon
+        if c is None:
+            return state, 0
+        slot = self._slot(state)
+        if slot < 0:
+            return state, 0
+        at = state[slot]
+        if c[0] == 0:
+            h, crossings = c[1], c[2]
+            if h - 1 - at <= crossings:
+                return state, 0
+            to = h - 1 - crossings
+        else:
+            total, side, reach, row_wise = c[1], c[2], c[3], c[4]
+            left = total - at
+            if left <= reach:
+                return state, 0
+            to = at + (left - reach) // side * side if row_wise else total - reach
+        if to == at:
+            return state, 0
+        return (*state[:slot], to, *state[slot + 1:]), to - at
+
+    def _canonical(self, state: tuple[int, ...]) -> tuple[int, ...]:
+        """A state with the same allowed tokens as ``state`` (see above); ``state`` itself when none."""
+        s, _ = self._shift(state)
+        c = self._canon
+        if c is not None and c[0] == 0 and not c[3] and s[0] in (CK.G_LABEL, CK.G_COUNT, CK.G_BAR) and s[4] != -1:
+            s = (*s[:4], -1, *s[5:])  # the previous label only serves canonical runs
+        return s
 
 
 # --------------------------------------------------------------------------- logits processors
@@ -495,30 +635,34 @@ class _Processor:
 
     def _init_tracking(self) -> None:
         self._prompt: np.ndarray | None = None
-        self._states: dict[bytes, tuple | None] = {}
+        self._prompt_key = b""
+        self._states: dict[bytes, tuple | None | str] = {}
         self.refused = 0
-        if not hasattr(self, "_torch"):
-            self._torch: dict[tuple, tuple[str, Any]] = {}  # kept across generations
+        if not hasattr(self, "_torch"):  # kept across generations
+            self._torch: dict[tuple, Any] = {}  # allowed sets as torch indices (few ids)
+            self._torch_masks: dict[tuple, Any] = {}  # ... as refusal masks (most ids allowed)
+            self._masks: dict[tuple, np.ndarray] = {}  # ... as numpy masks of the allowed ids
 
     def reset(self) -> None:
         """Forget the rows of the last generation (done by itself when a new prompt comes)."""
         self._init_tracking()
 
-    def _row_state(self, gen: np.ndarray, prev: dict) -> tuple | None | str:
-        key = gen.tobytes()
-        if key in prev:
-            return prev[key]
+    def _row_state(self, gen: np.ndarray, key: bytes, prev: dict) -> tuple | None | str:
+        """The state of a row whose generated ids are ``gen`` (``key``: their bytes), from the
+        rows of the step before (``prev``, by their bytes)."""
+        got = prev.get(key, _UNSEEN)
+        if got is not _UNSEEN:
+            return got
         if gen.shape[0] == 0:
             return self.automaton.start()
-        parent = prev.get(gen[:-1].tobytes(), None)
-        if parent is None and gen.shape[0] > 1 and gen[:-1].tobytes() not in prev:
-            # not seen step by step (a processor reused across calls): replay the row
+        parent = prev.get(key[: -gen.itemsize], _UNSEEN)
+        if parent is _UNSEEN:  # not seen step by step (a processor reused across calls): replay the row
             parent = self._replay(gen[:-1])
         last = int(gen[-1])
-        if parent == "done" or (parent is not None and parent != "done"
-                                and self.automaton.is_accepting(parent) and last in self.automaton.eos_token_id):
+        auto = self.automaton
+        if parent == "done" or (parent is not None and auto.is_accepting(parent) and last in auto.eos_token_id):
             return "done"
-        nxt = self.automaton.advance(parent, last) if parent is not None else None
+        nxt = auto.advance(parent, last) if parent is not None else None
         if nxt is None:
             self.refused += 1
         return nxt
@@ -535,67 +679,125 @@ class _Processor:
         return state
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        ids = input_ids.detach().to("cpu").numpy() if hasattr(input_ids, "detach") else np.asarray(input_ids)
+        if hasattr(input_ids, "detach"):
+            if input_ids.requires_grad:
+                input_ids = input_ids.detach()
+            ids = (input_ids if input_ids.device.type == "cpu" else input_ids.cpu()).numpy()
+        else:
+            ids = np.asarray(input_ids)
         if ids.ndim != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(ids.shape)}")
         B, L = ids.shape
         p = self._prompt
-        if p is None or p.shape[0] != B or L < p.shape[1] or not np.array_equal(ids[:, : p.shape[1]], p):
+        if p is None or p.shape[0] != B or L < p.shape[1] or not (
+                ids[:, : p.shape[1]].tobytes() == self._prompt_key if ids.dtype == p.dtype
+                else np.array_equal(ids[:, : p.shape[1]], p)):
             self._init_tracking()
-            self._prompt = ids.copy()
-            p = self._prompt
+            self._prompt = p = ids.copy()
+            self._prompt_key = p.tobytes()
         gen = ids[:, p.shape[1]:]
         prev = self._states
         now: dict[bytes, Any] = {}
-        V = scores.shape[-1]
-        out = torch.full_like(scores, float("-inf"))  # one write pass; allowed scores copied back
         auto = self.automaton
+        rows: list[Any] = []
+        switch = gen.shape[1] >= self.max_prefix_tokens
         for r in range(B):
-            state = self._row_state(gen[r], prev)
-            now[gen[r].tobytes()] = state
-            if state == "done":  # finished rows: left alone (generate pads them anyway)
+            g = gen[r]
+            key = g.tobytes()
+            state = self._row_state(g, key, prev)
+            now[key] = state
+            if switch and state is not None and state != "done" and auto.in_prefix(state):
+                state = auto.start_of_answer()  # the free text is long enough: the answer now
+            rows.append(state)
+        self._states = now
+        return self._apply(rows, scores)
+
+    def _apply(self, rows: list[Any], scores: Any) -> Any:
+        """The scores with every refused id at ``-inf`` (a new tensor; ``scores`` is not changed).
+
+        Finished rows are left alone (``generate`` pads them anyway); a row in state ``None`` (a
+        token the grammar refused, forced by something else) is only allowed EOS.
+        """
+        import torch
+
+        V = scores.shape[-1]
+        if (scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64)
+                and scores.dim() == 2 and not scores.requires_grad):
+            # on the CPU in compiled code: each entry of the output written once, no torch call
+            s = scores.numpy()
+            o = np.empty(s.shape, s.dtype)
+            for r, state in enumerate(rows):
+                if state == "done":
+                    CK.keep_all(s, o, r)
+                    continue
+                kind, index = self._np_index(state, V)
+                if kind == "ids":  # a few allowed ids: their scores, the rest -inf
+                    CK.keep_ids(s, o, r, index)
+                else:  # most ids allowed: the scores where the mask allows
+                    CK.keep_where(s, o, r, index)
+            return torch.from_numpy(o)
+        out = torch.full_like(scores, float("-inf"))  # one write pass; allowed scores copied back
+        for r, state in enumerate(rows):
+            if state == "done":
                 out[r] = scores[r]
                 continue
-            if state is None:  # a refused token (forced by something else): only EOS is left
-                key: Any = ("eos",)
-                allowed = auto._eos
-            else:
-                if gen.shape[1] >= self.max_prefix_tokens and auto.in_prefix(state):
-                    state = auto.start_of_answer()  # the free text is long enough: the answer now
-                key, allowed = state, None
-            kind, index = self._index(key, allowed, V, out.device)
-            if kind == "ids":  # a few allowed ids: their scores, the rest stays -inf
+            kind, index = self._index(state, V, out.device)
+            if kind == "ids":
                 out[r, index] = scores[r, index]
             else:  # most ids allowed: the row with the refused ones masked
                 out[r] = scores[r].masked_fill(index, float("-inf"))
-        self._states = now
         return out
 
-    def _index(self, key: Any, allowed: np.ndarray | None, V: int, device: Any) -> tuple[str, Any]:
-        """The allowed set of a state as torch indices (few ids) or a refusal mask (many), cached."""
+    def _allowed_ids(self, state: Any, V: int) -> np.ndarray:
+        """The allowed ids of a row's state below ``V`` (sorted; ``None``: EOS only)."""
+        if state is None:
+            ids = np.sort(self.automaton._eos)
+        else:
+            ids = self.automaton.allowed(state)
+        if ids.shape[0] and ids[-1] >= V:
+            ids = ids[ids < V]
+        return ids
+
+    def _np_index(self, state: Any, V: int) -> tuple[str, np.ndarray]:
+        """The allowed set of a state as numpy ids (few) or a boolean mask of the allowed (many)."""
+        ids = self._allowed_ids(state, V)
+        if ids.shape[0] * 8 < V:
+            return "ids", ids
+        key = (state, V)
+        mask = self._masks.get(key)
+        if mask is None:  # a vocabulary-sized mask: only a few such states (free text) are kept
+            mask = np.zeros(V, bool)
+            mask[ids] = True
+            if len(self._masks) >= _MASK_CACHE_LIMIT:
+                self._masks.clear()
+            self._masks[key] = mask
+        return "mask", mask
+
+    def _index(self, state: Any, V: int, device: Any) -> tuple[str, Any]:
+        """The allowed set of a state as torch indices (few ids) or a refusal mask (many), cached
+        per device (the path of scores on an accelerator, or in a dtype numpy lacks)."""
         import torch
 
-        cache_key = (key, V, str(device))
-        got = self._torch.get(cache_key)
-        if got is None:
-            ids = self.automaton.allowed(key) if allowed is None else allowed
-            ids = ids[ids < V]
-            if len(ids) * 8 < V:
-                got = ("ids", torch.as_tensor(ids, dtype=torch.long, device=device))
-                limit = _TORCH_CACHE_LIMIT
-            else:  # a vocabulary-sized mask: only a few such states (free text) are kept
-                refuse = np.ones(V, bool)
-                refuse[ids] = False
-                got = ("mask", torch.from_numpy(refuse).to(device))
-                limit = _MASK_CACHE_LIMIT
-            same = [k for k, v in self._torch.items() if v[0] == got[0]] if len(self._torch) >= 64 else []
-            if len(same) >= limit:
-                for k in same:
-                    del self._torch[k]
-            self._torch[cache_key] = got
-        return got
+        key = (state, V, str(device))
+        got = self._torch.get(key)
+        if got is not None:
+            return "ids", got
+        got = self._torch_masks.get(key)
+        if got is not None:
+            return "mask", got
+        ids = self._allowed_ids(state, V)
+        if ids.shape[0] * 8 < V:
+            got = torch.as_tensor(ids, dtype=torch.long, device=device)
+            cache, limit, kind = self._torch, _TORCH_CACHE_LIMIT, "ids"
+        else:
+            refuse = np.ones(V, bool)
+            refuse[ids] = False
+            got = torch.from_numpy(refuse).to(device)
+            cache, limit, kind = self._torch_masks, _MASK_CACHE_LIMIT, "mask"
+        if len(cache) >= limit:
+            cache.clear()
+        cache[key] = got
+        return kind, got
 
 
 class RRLELogitsProcessor(_Processor):

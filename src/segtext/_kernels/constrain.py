@@ -35,6 +35,18 @@ from numba import njit
 
 NS = 8  # state slots
 
+# The grammar kernels allocate nothing: compiled without numba's runtime (``_nrt=False``) they
+# take their arrays without reference counting, which otherwise costs more than the work of a
+# byte step (an atomic increment and decrement per array argument and call: about 50 ns a step
+# against 1 ns). Allocating kernels (``advance``, ``build_trie``) call them as usual.
+try:
+    njit(_nrt=False)
+    _plain = njit(cache=True, nogil=True, _nrt=False)
+    _plain_inline = njit(cache=True, nogil=True, inline="always", _nrt=False)
+except (TypeError, KeyError):  # pragma: no cover - a numba without the flag
+    _plain = njit(cache=True, nogil=True)
+    _plain_inline = njit(cache=True, nogil=True, inline="always")
+
 # grid phases
 G_FREE, G_SEGOPEN, G_LABEL, G_COUNT, G_BAR, G_NL, G_SEGCLOSE, G_END = 1, 2, 3, 4, 5, 6, 7, 8
 # B-SD phases
@@ -46,7 +58,7 @@ _D0 = 48
 _D9 = 57
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def _set(dst, ph, a, b, c, d, e, f, g):
     dst[0] = ph
     dst[1] = a
@@ -58,7 +70,7 @@ def _set(dst, ph, a, b, c, d, e, f, g):
     dst[7] = g
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def reachable(v, lo, hi):
     """Whether the digits read so far (value ``v``, at least one digit, no leading zero unless
     ``v == 0``) can still end as a number in ``[lo, hi]``."""
@@ -76,7 +88,7 @@ def reachable(v, lo, hi):
     return False
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def _extends_to(v, target):
     """Whether ``target``'s decimal digits start with ``v``'s and are longer (``v >= 1``)."""
     t = target // 10
@@ -87,7 +99,7 @@ def _extends_to(v, target):
     return False
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def start_state(P, out):
     if P[0] == 0:
         if P[6] == 1:
@@ -101,7 +113,7 @@ def start_state(P, out):
             _set(out, B_LIT, 0, 0, N_LABEL, 0, 0, 0, 0)
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def accepting(P, st):
     if P[0] == 0:
         return st[0] == G_END
@@ -116,7 +128,7 @@ def accepting(P, st):
 # G_SEGOPEN / G_SEGCLOSE: position in the literal
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def _label_viable(P, SUB, node, col, prev):
     w = P[2]
     if P[3] == 1:  # I-SD: the terminator is decided by the column
@@ -130,7 +142,7 @@ def _label_viable(P, SUB, node, col, prev):
     return True
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def _grid_step(P, lits, loff, LT, LEAF, TERM, SUB, src, dst, b):
     ph = src[0]
     h = P[1]
@@ -233,7 +245,7 @@ def _grid_step(P, lits, loff, LT, LEAF, TERM, SUB, src, dst, b):
 # B_BLOCKEND: -, -, -, -, -, -, objects (blocks done)
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def _num_range(P, i, x1, y1):
     if i == 0:
         return 0, P[5] - 1
@@ -244,7 +256,7 @@ def _num_range(P, i, x1, y1):
     return y1 + 1, P[6]
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def _brick_cap(P, done):
     cap = P[3]
     left = P[1] - done
@@ -257,13 +269,13 @@ def _brick_cap(P, done):
     return cap
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def _enter_bricks(P, dst, done, objects):
     alive = 4 if done == P[1] else 3
     _set(dst, B_BRICK, alive, 0, done, 0, 0, 0, objects)
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def _after_literal(P, dst, nxt, lit, done, x1, y1, objects):
     if nxt == N_LABEL:
         if P[9] == 1:
@@ -278,7 +290,7 @@ def _after_literal(P, dst, nxt, lit, done, x1, y1, objects):
         _set(dst, B_BLOCKEND, 0, 0, 0, 0, 0, 0, objects + 1)
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def _brick_choice(lits, loff, alive, pos, done, objects, b, dst):
     """Where a brick (or </seg>) starts: the prefixes still alive after byte ``b``."""
     now = 0
@@ -303,7 +315,7 @@ def _brick_choice(lits, loff, alive, pos, done, objects, b, dst):
     return True
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_plain_inline
 def _label_byte(n, due, b, longest):
     """One byte of a free label (not its closing '<'): ``(ok, bytes, UTF-8 bytes still due)``."""
     if n + 1 > longest or b == 60 or b < 32 or b == 127:  # no '<', no control bytes
@@ -326,7 +338,7 @@ def _label_byte(n, due, b, longest):
     return True, n + 1, due
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def _bsd_step(P, lits, loff, LT, LEAF, TERM, SUB, src, dst, b):
     ph = src[0]
     objects = src[7]
@@ -444,7 +456,7 @@ def _bsd_step(P, lits, loff, LT, LEAF, TERM, SUB, src, dst, b):
     return False
 
 
-@njit(cache=True, nogil=True)
+@_plain
 def step(P, lits, loff, LT, LEAF, TERM, SUB, src, dst, b):
     """One byte: write the next state to ``dst`` and return True, or return False (rejected)."""
     if P[0] == 0:
@@ -452,16 +464,15 @@ def step(P, lits, loff, LT, LEAF, TERM, SUB, src, dst, b):
     return _bsd_step(P, lits, loff, LT, LEAF, TERM, SUB, src, dst, b)
 
 
-@njit(cache=True, nogil=True)
-def advance(P, lits, loff, LT, LEAF, TERM, SUB, st, data, start, stop, out):
-    """Feed ``data[start:stop]`` from state ``st``; the state after it in ``out``, or False."""
-    cur = st.copy()
-    nxt = np.empty(NS, np.int64)
+@_plain
+def advance(P, lits, loff, LT, LEAF, TERM, SUB, cur, nxt, data, start, stop):
+    """Feed ``data[start:stop]`` from the state in ``cur``, leaving the state after it there;
+    False when refused (``cur`` then holds a partial state). ``nxt`` is scratch."""
     for i in range(start, stop):
         if not step(P, lits, loff, LT, LEAF, TERM, SUB, cur, nxt, data[i]):
             return False
-        cur[:] = nxt
-    out[:] = cur
+        for q in range(NS):
+            cur[q] = nxt[q]
     return True
 
 
@@ -562,3 +573,114 @@ def allowed_tokens(P, lits, loff, LT, LEAF, TERM, SUB, st, nb, depth, end, tok_s
         else:
             i = end[i]
     return k
+
+
+def build_children(nb, depth, end, tok_start):
+    """The children of each trie node side by side (numpy, once per trie).
+
+    Returns ``(info, kid_byte, kid_node)``: the children of node ``i`` are
+    ``kid_node[info[i, 0]:info[i + 1, 0]]`` in increasing byte order, with their edge bytes in
+    ``kid_byte``; ``info[i, 1]`` is ``tok_start[i]``, so a node's children and tokens are read
+    from one place. A walk over these reads the edge bytes of a node's children in one run of
+    memory instead of hopping through the preorder arrays.
+    """
+    n = nb.shape[0]
+    parent = np.zeros(n, np.int64)
+    if n > 1:
+        # in preorder, the parent of node i is the last node before it one level up
+        last = np.zeros(int(depth.max()) + 2, np.int64)
+        parent = _parents(depth, last)
+    kid_node = np.argsort(parent[1:], kind="stable").astype(np.int32) + 1
+    counts = np.bincount(parent[1:], minlength=n) if n > 1 else np.zeros(n, np.int64)
+    info = np.zeros((n + 1, 2), np.int32)
+    np.cumsum(counts, out=info[1:, 0])
+    info[:, 1] = tok_start[: n + 1]
+    return info, nb[kid_node].copy(), kid_node
+
+
+@njit(cache=True, nogil=True)
+def _parents(depth, last):
+    n = depth.shape[0]
+    parent = np.zeros(n, np.int64)
+    for i in range(1, n):
+        d = depth[i]
+        parent[i] = last[d - 1]
+        last[d] = i
+    return parent
+
+
+@_plain
+def allowed_kids(P, lits, loff, LT, LEAF, TERM, SUB, st, info, kid_byte, kid_node, toks, states, pos, stop, out):
+    """:func:`allowed_tokens` over the children arrays of :func:`build_children`: the same ids in
+    the same order. ``states`` (``(max_depth + 1, NS)``), ``pos`` and ``stop`` (``max_depth +
+    1``) are scratch buffers; no allocation, so no reference counting in the loop."""
+    for q in range(NS):
+        states[0, q] = st[q]
+    free = G_FREE if P[0] == 0 else B_FREE
+    trigger = lits[loff[0]]
+    close = lits[loff[1]] if P[0] == 1 else -1
+    k = 0
+    d = 0
+    pos[0] = info[0, 0]
+    stop[0] = info[1, 0]
+    while d >= 0:
+        j = pos[d]
+        if j == stop[d]:
+            d -= 1
+            continue
+        pos[d] = j + 1
+        b = kid_byte[j]
+        src = states[d]
+        ph = src[0]
+        if ph == free and b != trigger:
+            ok = True
+            for q in range(NS):
+                states[d + 1, q] = src[q]
+        elif ph == B_FREELABEL and b != close:
+            ok, n2, due2 = _label_byte(src[1], src[2], b, P[10])
+            if ok:
+                for q in range(NS):
+                    states[d + 1, q] = src[q]
+                states[d + 1, 1] = n2
+                states[d + 1, 2] = due2
+        else:
+            ok = step(P, lits, loff, LT, LEAF, TERM, SUB, src, states[d + 1], b)
+        if ok:
+            c = kid_node[j]
+            for q in range(info[c, 1], info[c + 1, 1]):
+                out[k] = toks[q]
+                k += 1
+            a = info[c, 0]
+            e = info[c + 1, 0]
+            if a < e:
+                d += 1
+                pos[d] = a
+                stop[d] = e
+    return k
+
+
+# --------------------------------------------------------------------------- masked scores
+
+
+@_plain
+def keep_ids(s, o, r, ids):
+    """Row ``r`` of ``o``: ``-inf`` but at ``ids``, where it is ``s``'s (each entry written once)."""
+    for j in range(o.shape[1]):
+        o[r, j] = -np.inf
+    for k in range(ids.shape[0]):
+        i = ids[k]
+        o[r, i] = s[r, i]
+
+
+@_plain
+def keep_where(s, o, r, allow):
+    """Row ``r`` of ``o``: ``s``'s where ``allow``, else ``-inf``."""
+    for j in range(o.shape[1]):
+        o[r, j] = s[r, j] if allow[j] else -np.inf
+
+
+@_plain
+def keep_all(s, o, r):
+    """Row ``r`` of ``o``: ``s``'s."""
+    for j in range(o.shape[1]):
+        o[r, j] = s[r, j]
