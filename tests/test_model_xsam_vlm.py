@@ -32,6 +32,16 @@ COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_for_module_fixtures():
+    """The module-scoped training fixture runs before the function-scoped torch_one_thread:
+    without this it trained on every core (several times slower on the shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 _shapes = four_shapes
 
 

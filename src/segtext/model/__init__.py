@@ -25,6 +25,7 @@ _LAZY = {
         "SetCriterion",
         "TinyConvBackbone",
         "SamBackbone",
+        "VisionTowerBackbone",
         "PixelDecoder",
         "span_ids",
         "semantic_inference",
@@ -34,7 +35,8 @@ _LAZY = {
     )
 }
 _LAZY.update({"Segmenter": "segtext.model.segmenter", "SegmentResult": "segtext.model.segmenter"})
-_LAZY.update({"XSamSegmenter": "segtext.model.xsam_model", "XSamResult": "segtext.model.xsam_model"})
+_LAZY.update({name: "segtext.model.xsam_model"
+              for name in ("XSamSegmenter", "XSamResult", "XSamSemanticResult", "XSamPanopticResult")})
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,8 @@ The head turns an image and an LLM's hidden states into masks the way X-SAM does
 ``MODEL_NOTES.md`` sections 1 and 2 of the project notes):
 
 * a **backbone** gives a feature pyramid (fine to coarse); :class:`TinyConvBackbone` for
-  tests, :class:`SamBackbone` around HF ``SamVisionModel`` for real use;
+  tests, :class:`SamBackbone` around HF ``SamVisionModel`` or :class:`VisionTowerBackbone`
+  around the VLM's own vision tower (Qwen2-VL's ``visual``) for real use;
 * a small **FPN pixel decoder** (:class:`PixelDecoder`) turns it into per-pixel mask
   features and a multi-scale memory (coarse to fine) for the decoder to attend to;
 * the LLM's last-layer hidden states go through ``llm_projector`` (Linear, GELU, Linear).
@@ -45,9 +46,10 @@ Plugging a real backbone: anything that is an ``nn.Module`` with an ``out_channe
 from finest to coarsest. :class:`SamBackbone` adapts HF ``SamVisionModel`` (or any module
 that returns channels-last ``hidden_states``) the way X-SAM's connector does: three of its
 layers, resampled to strides ``8 / 16 / 32`` of a 1024-pixel input. A VLM vision tower
-(Qwen2-VL's ``visual``) returns merged patch tokens as one flat sequence per batch: reshape
-each image's tokens to its ``(t, h, w)`` grid (``image_grid_thw`` divided by the merge size),
-then resample to a pyramid as :class:`SamBackbone` does.
+(Qwen2-VL's ``visual``) reads patches, not images, and returns one flat sequence of patch
+states for the whole batch: :class:`VisionTowerBackbone` cuts the images into patches as the
+image processor does, puts each image's patch states (before the patch merger) back on its
+``(h, w)`` grid, and resamples them to a pyramid as :class:`SamBackbone` does.
 
 Example:
     >>> import torch
@@ -69,6 +71,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -89,6 +92,7 @@ __all__ = [
     "SegHeadConfig",
     "SetCriterion",
     "TinyConvBackbone",
+    "VisionTowerBackbone",
     "dice_loss",
     "masks_to_text",
     "panoptic_inference",
@@ -350,32 +354,15 @@ class SamBackbone(nn.Module):
                  scales: Sequence[float] = (2, 1, 0.5), out_channels: Sequence[int] = (64, 128, 256),
                  in_channels: int = 3) -> None:
         super().__init__()
-        layers, scales, out_channels = tuple(layers), tuple(scales), tuple(out_channels)
-        if not len(layers) == len(scales) == len(out_channels) or not layers:
-            raise ValueError(f"layers, scales and out_channels must have the same non-zero length, got "
-                             f"{len(layers)}, {len(scales)} and {len(out_channels)}")
-        if any(s not in (2, 1, 0.5) for s in scales) or list(scales) != sorted(scales, reverse=True):
-            raise ValueError(f"scales must be 2, 1 or 0.5 and not increasing, got {scales!r}")
+        layers, scales, out_channels = _check_pyramid(layers, scales, out_channels)
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
             raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
-        if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in out_channels):
-            raise ValueError(f"out_channels must be positive ints, got {out_channels!r}")
         self.encoder = encoder
         self.layers = layers
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.connectors = nn.ModuleList()
-        for scale, c_out in zip(scales, out_channels):
-            if scale == 2:
-                resample: nn.Module = nn.ConvTranspose2d(c_out, c_out, 2, stride=2)
-            elif scale == 1:
-                resample = nn.Conv2d(c_out, c_out, 1)
-            else:
-                resample = nn.Conv2d(c_out, c_out, 2, stride=2)
-            self.connectors.append(nn.Sequential(
-                nn.Conv2d(hidden_size, c_out, 1, bias=False), nn.GroupNorm(_groups(c_out), c_out),
-                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.GroupNorm(_groups(c_out), c_out),
-                resample))
+        self.connectors = nn.ModuleList(_connector(hidden_size, c_out, scale)
+                                        for scale, c_out in zip(scales, out_channels))
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``[B, 3, H, W]`` -> one map per entry of ``layers``, finest first."""
@@ -388,6 +375,233 @@ class SamBackbone(nn.Module):
         except IndexError:
             raise ValueError(f"layers {self.layers} out of range for {len(hidden)} hidden states") from None
         return [conn(h.permute(0, 3, 1, 2).contiguous()) for conn, h in zip(self.connectors, picked)]
+
+
+def _check_pyramid(layers: Sequence[int], scales: Sequence[float],
+                   out_channels: Sequence[int]) -> tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...]]:
+    """The checked ``layers``, ``scales`` and ``out_channels`` of a ViT adapter."""
+    layers, scales, out_channels = tuple(layers), tuple(scales), tuple(out_channels)
+    if not len(layers) == len(scales) == len(out_channels) or not layers:
+        raise ValueError(f"layers, scales and out_channels must have the same non-zero length, got "
+                         f"{len(layers)}, {len(scales)} and {len(out_channels)}")
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in layers):
+        raise ValueError(f"layers must be ints, got {layers!r}")
+    if any(s not in (2, 1, 0.5) for s in scales) or list(scales) != sorted(scales, reverse=True):
+        raise ValueError(f"scales must be 2, 1 or 0.5 and not increasing, got {scales!r}")
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in out_channels):
+        raise ValueError(f"out_channels must be positive ints, got {out_channels!r}")
+    return layers, scales, out_channels
+
+
+def _connector(c_in: int, c_out: int, scale: float) -> nn.Sequential:
+    """X-SAM-style connector of one level: 1x1 and 3x3 convolutions with GroupNorm, then a 2x2
+    transposed convolution (scale 2), a 1x1 convolution (1) or a 2x2 stride-2 convolution (0.5)."""
+    if scale == 2:
+        resample: nn.Module = nn.ConvTranspose2d(c_out, c_out, 2, stride=2)
+    elif scale == 1:
+        resample = nn.Conv2d(c_out, c_out, 1)
+    else:
+        resample = nn.Conv2d(c_out, c_out, 2, stride=2)
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 1, bias=False), nn.GroupNorm(_groups(c_out), c_out),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.GroupNorm(_groups(c_out), c_out),
+        resample)
+
+
+#: OpenAI CLIP's normalisation, which Qwen2-VL / Qwen2.5-VL's image processors use
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class VisionTowerBackbone(nn.Module):
+    """Adapter: a Qwen-VL vision tower (the VLM's ``visual``) -> a feature pyramid.
+
+    The tower of ``Qwen2VLForConditionalGeneration`` (``model.model.visual``; Qwen2.5-VL's
+    and Qwen3-VL's work the same way) reads images cut into patches: ``patch_size`` pixels a
+    side, ``temporal_patch_size`` frames (an image is repeated), the patches of each
+    ``spatial_merge_size x spatial_merge_size`` window consecutive, one ``grid_thw = (1, h,
+    w)`` row per image. This adapter does that cutting itself, on the tensor the head gets:
+
+    1. ``images`` ``[B, 3, H, W]`` in ``[-1, 1]`` (what :class:`~segtext.model.XSamSegmenter`
+       feeds the head) are resized (bilinear) to the nearest multiple of ``patch_size *
+       spatial_merge_size`` a side (at least one), mapped to ``[0, 1]`` and normalised with
+       ``image_mean`` / ``image_std`` (the image processor's), then cut into patches exactly
+       as Qwen2-VL's image processor does;
+    2. the tower runs with ``output_hidden_states=True``: ``hidden_states[0]`` is the patch
+       embeddings, ``hidden_states[k]`` the output of block ``k``, each ``[N, width]`` over the
+       patches of all images, **before** the patch merger (stride ``patch_size``, not the
+       merged LLM tokens at twice that stride). Qwen2.5-VL's window attention reorders the
+       patches inside the tower; that order is undone;
+    3. each chosen state is put back on its ``(h, w)`` patch grid and resampled by its
+       connector (as :class:`SamBackbone`: scales 2, 1, 0.5 give strides ``p / 2``, ``p``,
+       ``2p``; 7, 14 and 28 pixels for Qwen2-VL's patch 14).
+
+    The tower runs under ``torch.no_grad()`` when none of its parameters requires a gradient
+    (X-SAM keeps it frozen; so does :class:`~segtext.model.XSamSegmenter`, whose LoRA leaves
+    the vision tower alone): then only the connectors learn.
+
+    Args:
+        visual: the vision tower: a module with a ``config`` (``patch_size``,
+            ``spatial_merge_size``, ``temporal_patch_size``, ``in_channels``), a ``blocks``
+            list, and ``forward(pixel_values, grid_thw=..., output_hidden_states=True)``
+            returning ``hidden_states``.
+        layers: which ``hidden_states`` to use, finest level first (default the last three).
+        scales: resampling per level, each 2, 1 or 0.5, not increasing.
+        out_channels: channels of each level.
+        image_mean, image_std: the normalisation of the tower's image processor (default
+            OpenAI CLIP's, Qwen2-VL's and Qwen2.5-VL's).
+        shared: keep the tower out of this module's children, so that it is not in
+            ``parameters()``, ``state_dict()`` or moved by ``.to()``: for a tower that belongs
+            to a VLM saved and moved on its own (:class:`~segtext.model.XSamSegmenter` with
+            ``backbone="vision_tower"``).
+
+    Attributes:
+        patch_size, merge_size, temporal_patch_size: read from the tower's config.
+        width: the width of the tower's hidden states.
+
+    Example:
+        >>> import torch
+        >>> from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+        >>> from segtext.model.xsam import VisionTowerBackbone
+        >>> _ = torch.manual_seed(0)
+        >>> vlm = Qwen2VLForConditionalGeneration(Qwen2VLConfig(
+        ...     text_config=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        ...                      num_attention_heads=2, num_key_value_heads=1, rope_parameters=dict(
+        ...                          rope_type="default", mrope_section=[2, 3, 3])),
+        ...     vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=2, patch_size=14)))
+        >>> backbone = VisionTowerBackbone(vlm.model.visual, out_channels=(8, 16, 32))
+        >>> [tuple(f.shape) for f in backbone(torch.rand(1, 3, 112, 84) * 2 - 1)]
+        [(1, 8, 16, 12), (1, 16, 8, 6), (1, 32, 4, 3)]
+    """
+
+    def __init__(self, visual: nn.Module, layers: Sequence[int] = (-3, -2, -1),
+                 scales: Sequence[float] = (2, 1, 0.5), out_channels: Sequence[int] = (64, 128, 256),
+                 image_mean: Sequence[float] = CLIP_MEAN, image_std: Sequence[float] = CLIP_STD,
+                 shared: bool = False) -> None:
+        super().__init__()
+        if not isinstance(visual, nn.Module):
+            raise TypeError(f"visual must be a vision tower module (e.g. model.model.visual), "
+                            f"got {type(visual).__name__}")
+        cfg = getattr(visual, "config", None)
+        missing = [k for k in ("patch_size", "spatial_merge_size", "temporal_patch_size")
+                   if not isinstance(getattr(cfg, k, None), int)]
+        blocks = getattr(visual, "blocks", None)
+        if missing or not isinstance(blocks, nn.ModuleList) or not len(blocks):
+            raise TypeError(f"visual must be a Qwen-VL vision tower (a config with patch_size, spatial_merge_size "
+                            f"and temporal_patch_size, and a blocks list), got {type(visual).__name__}")
+        layers, scales, out_channels = _check_pyramid(layers, scales, out_channels)
+        n_states = len(blocks) + 1
+        if any(not -n_states <= i < n_states for i in layers):
+            raise ValueError(f"layers {layers} out of range for the tower's {n_states} hidden states "
+                             f"(the patch embeddings and {len(blocks)} blocks)")
+        mean, std = tuple(float(v) for v in image_mean), tuple(float(v) for v in image_std)
+        self.in_channels = int(getattr(cfg, "in_channels", 3))
+        if len(mean) != self.in_channels or len(std) != self.in_channels or min(std) <= 0:
+            raise ValueError(f"image_mean and image_std must have {self.in_channels} values (std > 0), "
+                             f"got {mean} and {std}")
+        # Qwen2-VL: embed_dim is the blocks' width, hidden_size the merger's output;
+        # Qwen2.5-VL / Qwen3-VL: hidden_size is the blocks' width, out_hidden_size the merger's
+        width = getattr(cfg, "embed_dim", None) if not hasattr(cfg, "out_hidden_size") else cfg.hidden_size
+        if not isinstance(width, int):
+            raise TypeError("cannot read the width of the tower's blocks from its config (embed_dim or hidden_size)")
+        self.width = width
+        self.patch_size = cfg.patch_size
+        self.merge_size = cfg.spatial_merge_size
+        self.temporal_patch_size = cfg.temporal_patch_size
+        self.layers = layers
+        self.scales = scales
+        self.out_channels = out_channels
+        self.image_mean, self.image_std = mean, std
+        self.shared = bool(shared)
+        if self.shared:
+            self._tower = (visual,)          # a tuple: not registered as a child module
+        else:
+            self.visual = visual
+        self.connectors = nn.ModuleList(_connector(width, c, s) for s, c in zip(scales, out_channels))
+        self.register_buffer("_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    @property
+    def tower(self) -> nn.Module:
+        """The wrapped vision tower."""
+        return self._tower[0] if self.shared else self.visual
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor's arguments but ``visual`` (JSON-ready), to rebuild it around a tower.
+
+        Example:
+            >>> import torch
+            >>> from segtext.model.xsam import VisionTowerBackbone
+            >>> class Tower(torch.nn.Module):                     # only what the constructor reads
+            ...     config = type("Cfg", (), dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+            ...                                   in_channels=3, embed_dim=8))()
+            ...     blocks = torch.nn.ModuleList([torch.nn.Identity()])
+            >>> VisionTowerBackbone(Tower(), layers=(0, 1), scales=(1, 0.5), out_channels=(8, 8)).settings()["layers"]
+            [0, 1]
+        """
+        return {"layers": list(self.layers), "scales": list(self.scales), "out_channels": list(self.out_channels),
+                "image_mean": list(self.image_mean), "image_std": list(self.image_std)}
+
+    def patchify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, 3, H, W]`` in ``[-1, 1]`` -> (``pixel_values`` ``[B * h * w, C * T * p * p]``,
+        ``grid_thw`` ``[B, 3]``), as Qwen2-VL's image processor cuts an image (after the resize
+        and normalisation described in the class docstring)."""
+        _check_images(images, self.in_channels)
+        p, m, t = self.patch_size, self.merge_size, self.temporal_patch_size
+        unit = p * m
+        b, c, h, w = images.shape
+        nh, nw = max(1, round(h / unit)) * unit, max(1, round(w / unit)) * unit
+        x = images.float()
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+        x = ((x + 1) / 2 - self._mean) / self._std
+        gh, gw = nh // p, nw // p
+        x = x[:, None].expand(b, t, c, nh, nw)                                    # the image as T frames
+        x = x.reshape(b, t, c, gh // m, m, p, gw // m, m, p)
+        x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)                                  # windows, then C, T, p, p
+        pixel_values = x.reshape(b * gh * gw, c * t * p * p)
+        grid = torch.tensor([[1, gh, gw]] * b, dtype=torch.long, device=images.device)
+        return pixel_values, grid
+
+    def _original_order(self, grid: torch.Tensor) -> torch.Tensor | None:
+        """For a window-attention tower (Qwen2.5-VL): the index that puts its hidden states back
+        in the patch order; ``None`` for the others."""
+        tower = self.tower
+        if not hasattr(tower, "fullatt_block_indexes"):
+            return None
+        try:
+            from transformers.vision_utils import get_vision_window_index
+        except ImportError:  # pragma: no cover - another transformers layout
+            raise NotImplementedError("this transformers has no vision_utils.get_vision_window_index: "
+                                      "cannot undo the window order of this tower") from None
+        window_index, _ = get_vision_window_index(grid, spatial_merge_size=self.merge_size,
+                                                  window_size=tower.window_size, patch_size=self.patch_size)
+        return torch.argsort(window_index.to(grid.device))
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``[B, 3, H, W]`` in ``[-1, 1]`` -> one map per entry of ``layers``, finest first."""
+        tower = self.tower
+        pixel_values, grid = self.patchify(images)
+        ref = next(tower.parameters())
+        pixel_values = pixel_values.to(device=ref.device, dtype=ref.dtype)
+        frozen = not any(q.requires_grad for q in tower.parameters())
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            out = tower(pixel_values, grid_thw=grid.to(ref.device), output_hidden_states=True)
+        hidden = getattr(out, "hidden_states", None)
+        if hidden is None:
+            raise TypeError("the vision tower's output has no hidden_states")
+        b = images.shape[0]
+        gh, gw = int(grid[0, 1]), int(grid[0, 2])
+        m, unit = self.merge_size, self.merge_size ** 2
+        reverse = self._original_order(grid)
+        feats = []
+        for conn, i in zip(self.connectors, self.layers):
+            h = hidden[i]
+            if reverse is not None:                  # window order -> patch order, per merge window
+                h = h.reshape(-1, unit, h.shape[-1])[reverse].reshape(h.shape)
+            h = h.reshape(b, gh // m, gw // m, m, m, -1).permute(0, 5, 1, 3, 2, 4).reshape(b, -1, gh, gw)
+            feats.append(conn(h.to(conn[0].weight.dtype)))
+        return feats
 
 
 # -------------------------------------------------------------------------------- pixel decoder
@@ -1189,7 +1403,7 @@ def panoptic_inference(outputs: Mapping[str, Any], image_size: tuple[int, int] |
 def masks_to_text(masks: Any, labels: Sequence[str], encoding: str = "rrle", *, grid_size: int | tuple[int, int] = 16,
                   resolution: int = 64, background: str = "others", policy: str = "majority",
                   **bsd_options: Any) -> str:
-    """Write predicted masks as R-RLE or B-SD text with the core's encoders.
+    """Write predicted masks as R-RLE (or I-SD, I-RLE) or B-SD text with the core's encoders.
 
     Args:
         masks: ``[N, H, W]`` binary masks, one per entry of ``labels`` (a later mask wins where
@@ -1198,11 +1412,13 @@ def masks_to_text(masks: Any, labels: Sequence[str], encoding: str = "rrle", *, 
             numpy or torch.
         labels: the text of each mask or index.
         encoding: ``"rrle"`` (:func:`segtext.mask_to_grid` then :func:`segtext.encode_rrle`,
-            one grid cell per ``grid_size``) or ``"bsd"`` (:func:`segtext.encode_bsd`, one block
-            per non-empty mask, ``resolution`` bricks per side).
-        grid_size: R-RLE grid ``(h, w)`` or side.
+            one grid cell per ``grid_size``), ``"isd"`` / ``"irle"`` (the same grid through
+            :func:`segtext.encode_isd` / :func:`segtext.encode_irle`) or ``"bsd"``
+            (:func:`segtext.encode_bsd`, one block per non-empty mask, ``resolution`` bricks per
+            side).
+        grid_size: grid ``(h, w)`` or side (R-RLE, I-SD, I-RLE).
         resolution: B-SD bricks per side.
-        background: the R-RLE label of id 0.
+        background: the grid label of id 0 (R-RLE, I-SD, I-RLE).
         policy: the cell policy (``"majority"``, ``"nearest"``, ``"any"``).
         **bsd_options: passed on to :func:`segtext.encode_bsd` (``box_format``, ``max_run``...).
 
@@ -1222,11 +1438,14 @@ def masks_to_text(masks: Any, labels: Sequence[str], encoding: str = "rrle", *, 
         'cat *1| others *1\\n others *2\\n'
         >>> masks_to_text(m, ["cat"], "bsd", resolution=2)
         '<ref>cat</ref><box>[0,0,500,500]</box><seg><fg_4></seg>'
+        >>> masks_to_text(np.where(m[0], 0, -1), ["cat"], "isd", grid_size=2)    # an index map
+        'cat| others\\n others| others\\n'
     """
     import segtext as st
 
-    if encoding not in ("rrle", "bsd"):
-        raise ValueError(f"encoding must be 'rrle' or 'bsd', got {encoding!r}")
+    encoders = {"rrle": st.encode_rrle, "isd": st.encode_isd, "irle": st.encode_irle}
+    if encoding not in (*encoders, "bsd"):
+        raise ValueError(f"encoding must be 'rrle', 'isd', 'irle' or 'bsd', got {encoding!r}")
     if isinstance(masks, torch.Tensor):
         masks = masks.detach().cpu().numpy()
     if not isinstance(masks, np.ndarray):
@@ -1256,7 +1475,7 @@ def masks_to_text(masks: Any, labels: Sequence[str], encoding: str = "rrle", *, 
         objects = [(lab, m) for lab, m in zip(labels, stack) if m.any()]
         return st.encode_bsd(objects, image_size=size, resolution=resolution, policy=policy, **bsd_options)
     if bsd_options:
-        raise TypeError(f"unexpected options for R-RLE: {sorted(bsd_options)}")
+        raise TypeError(f"unexpected options for {encoding!r}: {sorted(bsd_options)}")
     vocab = [background]
     ids = np.zeros(size, np.int32)
     for lab, m in zip(labels, stack):
@@ -1264,7 +1483,7 @@ def masks_to_text(masks: Any, labels: Sequence[str], encoding: str = "rrle", *, 
             vocab.append(lab)
         ids[m] = vocab.index(lab)
     grid = st.mask_to_grid(ids, grid_size=grid_size, policy=policy)
-    return st.encode_rrle(grid, vocab)
+    return encoders[encoding](grid, vocab)
 
 
 # ------------------------------------------------------------------------------------- helpers

@@ -20,7 +20,25 @@ alone) to :class:`~segtext.model.xsam.SegHead` the way X-SAM does (``MODEL_NOTES
   so: ``forced``); the phrase prototypes come from the prompt's hidden states; X-SAM's referring
   post-processing (:func:`~segtext.model.xsam.referring_inference`) gives the mask at the
   image's size. :meth:`XSamResult.to_text` writes it as R-RLE or B-SD text, so the head can
-  label data for the text path.
+  label data for the text path;
+* ``segment(images, classes=[...], task="semantic")`` or ``task="panoptic"`` asks X-SAM's
+  generic-segmentation question instead: every class as ``<p>class</p>`` in one prompt (joined
+  as the records :meth:`~XSamSegmenter.fit` saw join them), one ``<SEG>``, one prototype per
+  class; X-SAM's semantic post-processing (:func:`~segtext.model.xsam.semantic_inference`:
+  ``argmax_c sum_q softmax(class)[q, c] * sigmoid(mask_q)``) gives an :class:`XSamSemanticResult`
+  (a label map, :data:`UNLABELLED` where no class is confident), Mask2Former's panoptic merge
+  (:func:`~segtext.model.xsam.panoptic_inference`) an :class:`XSamPanopticResult` (a segment id
+  map and one info dict per segment). Both write themselves as text with the core's encoders.
+  Training data for it: records whose question lists the classes as ``<p>...</p>`` and whose
+  ``segmentation`` holds one mask per class, in the same order. A class listed but absent from
+  the image needs an empty mask there (a query is then matched to it and learns an empty mask);
+  X-SAM instead lists sampled negative classes without any target, which these records cannot
+  express yet.
+
+The head's backbone is :class:`~segtext.model.xsam.TinyConvBackbone` by default (on the raw
+image resized to ``head_size``), or, with ``backbone="vision_tower"``, the VLM's own vision
+tower through :class:`~segtext.model.xsam.VisionTowerBackbone` (frozen, shared with the VLM and
+saved with it; only its connectors are new), or any module passed in.
 
 The prompt layout is the text path's (:mod:`segtext.model.segmenter`)::
 
@@ -34,6 +52,8 @@ Example:
     >>> seg.fit("records.jsonl", steps=200)                          # doctest: +SKIP
     >>> seg.segment(["img.png"], ["the dog"])[0].to_text("rrle")     # doctest: +SKIP
     'others *16\\n ...'
+    >>> seg.segment(["img.png"], classes=["dog", "cat"], task="semantic")[0].to_text("isd")  # doctest: +SKIP
+    'others| dog| dog| ...'
 """
 
 from __future__ import annotations
@@ -41,6 +61,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,9 +70,18 @@ import numpy as np
 
 from segtext.model import _qwen
 
-__all__ = ["XSamResult", "XSamSegmenter"]
+__all__ = ["TASKS", "UNLABELLED", "XSamPanopticResult", "XSamResult", "XSamSegmenter", "XSamSemanticResult"]
 
 DEFAULT_QUESTION = "Please segment {phrase} in this image."
+#: the question of the semantic and panoptic tasks until :meth:`XSamSegmenter.fit` learns one;
+#: ``{classes}`` stands for every class as ``<p>class</p>``, joined by :data:`CLASS_SEPARATOR`
+DEFAULT_CLASS_QUESTION = "Please segment this image into these categories: {classes}."
+CLASS_SEPARATOR = ", "
+#: what :meth:`XSamSegmenter.segment` can do
+TASKS = ("referring", "semantic", "panoptic")
+#: the value of :attr:`XSamSemanticResult.labels` where no class is confident enough
+UNLABELLED = -1
+_SPAN = re.compile(r"<p>.*?</p>", re.S)
 SEG, P_OPEN, P_CLOSE = "<SEG>", "<p>", "</p>"
 _LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _FORMAT_VERSION = 1
@@ -106,8 +136,160 @@ class XSamResult:
                              resolution=resolution, **options)
 
 
+@dataclass
+class XSamSemanticResult:
+    """One answer of :meth:`XSamSegmenter.segment` with ``task="semantic"``.
+
+    Attributes:
+        text: the generated text (special tokens dropped, ``<SEG>`` kept).
+        labels: ``(H, W)`` ``int64`` at the image's size: ``k`` where ``classes[k]`` wins,
+            :data:`UNLABELLED` (-1) where no class reaches the ``score_threshold`` of
+            :meth:`~XSamSegmenter.segment` (with ``score_threshold=None`` every pixel gets a
+            class, as in X-SAM).
+        classes: the class names asked for, in prompt order.
+        forced: ``True`` when the model wrote no ``<SEG>`` and one was appended.
+
+    Example:
+        >>> import numpy as np
+        >>> from segtext.model.xsam_model import XSamSemanticResult
+        >>> labels = np.full((4, 4), -1); labels[:2, :2] = 0; labels[2:, 2:] = 1
+        >>> r = XSamSemanticResult("<SEG>", labels, ["cat", "dog"])
+        >>> r.mask("dog").sum()
+        np.int64(4)
+        >>> r.to_text("isd", grid_size=2)
+        'cat| others\\n others| dog\\n'
+        >>> r.to_text("bsd", resolution=2).split("<ref>")[1:]
+        ['cat</ref><box>[0,0,500,500]</box><seg><fg_4></seg>', 'dog</ref><box>[500,500,1000,1000]</box><seg><fg_4></seg>']
+    """
+
+    text: str
+    labels: np.ndarray
+    classes: list[str]
+    forced: bool = False
+
+    def mask(self, name: str) -> np.ndarray:
+        """The ``(H, W)`` bool mask of one class (by name).
+
+        Example:
+            >>> import numpy as np
+            >>> from segtext.model.xsam_model import XSamSemanticResult
+            >>> XSamSemanticResult("", np.zeros((2, 2), np.int64), ["cat"]).mask("cat").all()
+            np.True_
+        """
+        if name not in self.classes:
+            raise ValueError(f"{name!r} is not one of the classes {self.classes}")
+        return np.asarray(self.labels) == self.classes.index(name)
+
+    def to_text(self, encoding: str = "rrle", *, grid_size: int | tuple[int, int] = 16, resolution: int = 64,
+                **options: Any) -> str:
+        """The label map as R-RLE, I-SD or I-RLE (``"rrle"``, ``"isd"``, ``"irle"``: a
+        ``grid_size`` grid, :data:`UNLABELLED` pixels as the ``background`` label, default
+        ``"others"``) or B-SD (``"bsd"``: one block per class present, ``resolution`` bricks a
+        side), with the class names as labels; ``options`` go to
+        :func:`segtext.model.xsam.masks_to_text`.
+
+        Example:
+            >>> import numpy as np
+            >>> from segtext.model.xsam_model import XSamSemanticResult
+            >>> XSamSemanticResult("", np.full((4, 4), -1), ["cat"]).to_text("irle", grid_size=2)
+            'others *4\\n'
+        """
+        from segtext.model.xsam import masks_to_text
+
+        return masks_to_text(np.asarray(self.labels, np.int64), list(self.classes), encoding, grid_size=grid_size,
+                             resolution=resolution, **options)
+
+
+@dataclass
+class XSamPanopticResult:
+    """One answer of :meth:`XSamSegmenter.segment` with ``task="panoptic"``.
+
+    Attributes:
+        text: the generated text (special tokens dropped, ``<SEG>`` kept).
+        segments: ``(H, W)`` ``int32`` at the image's size: 0 where no segment is, else the
+            ``id`` of a segment of :attr:`segments_info` (each pixel in at most one segment).
+        segments_info: one dict per segment: ``id`` (1, 2, ...), ``label`` (the index of its
+            class in :attr:`classes`), ``class`` (its name), ``score`` (the query's class
+            probability) and ``area`` (its pixels in :attr:`segments`).
+        classes: the class names asked for, in prompt order.
+        forced: ``True`` when the model wrote no ``<SEG>`` and one was appended.
+
+    Example:
+        >>> import numpy as np
+        >>> from segtext.model.xsam_model import XSamPanopticResult
+        >>> seg = np.zeros((4, 4), np.int32); seg[:2, :2] = 1; seg[2:, 2:] = 2
+        >>> info = [{"id": 1, "label": 0, "class": "cat", "score": 0.9, "area": 4},
+        ...         {"id": 2, "label": 0, "class": "cat", "score": 0.8, "area": 4}]
+        >>> r = XSamPanopticResult("<SEG>", seg, info, ["cat"])
+        >>> r.to_text("bsd", resolution=2).count("<ref>cat</ref>")       # one block per segment
+        2
+        >>> r.to_text("rrle", grid_size=2)                                # instances merged
+        'cat *1| others *1\\n others *1| cat *1\\n'
+    """
+
+    text: str
+    segments: np.ndarray
+    segments_info: list[dict]
+    classes: list[str]
+    forced: bool = False
+
+    def masks(self) -> np.ndarray:
+        """``(N, H, W)`` bool, one mask per entry of :attr:`segments_info`, in order.
+
+        Example:
+            >>> import numpy as np
+            >>> from segtext.model.xsam_model import XSamPanopticResult
+            >>> XSamPanopticResult("", np.ones((2, 3), np.int32), [{"id": 1, "class": "sky"}], ["sky"]).masks().shape
+            (1, 2, 3)
+        """
+        seg = np.asarray(self.segments)
+        ids = np.array([int(s["id"]) for s in self.segments_info], np.int64).reshape(-1, 1, 1)
+        return seg[None] == ids
+
+    def to_text(self, encoding: str = "bsd", *, grid_size: int | tuple[int, int] = 16, resolution: int = 64,
+                **options: Any) -> str:
+        """The segments as B-SD (``"bsd"``, the default: one block per segment, so instances
+        stay apart) or as R-RLE, I-SD, I-RLE (a ``grid_size`` grid, the segments of a class
+        merged), labelled with their class names; ``options`` go to
+        :func:`segtext.model.xsam.masks_to_text`. No segment gives an empty B-SD text or an
+        all-background grid.
+
+        Example:
+            >>> import numpy as np
+            >>> from segtext.model.xsam_model import XSamPanopticResult
+            >>> XSamPanopticResult("", np.zeros((2, 2), np.int32), [], ["cat"]).to_text("rrle", grid_size=1)
+            'others *1\\n'
+        """
+        from segtext.model.xsam import masks_to_text
+
+        return masks_to_text(self.masks(), [str(s["class"]) for s in self.segments_info], encoding,
+                             grid_size=grid_size, resolution=resolution, **options)
+
+
 _torch = _qwen.require_torch
 _lora_arg = _qwen.lora_arg
+
+
+def _class_template(question: str) -> tuple[str, str] | None:
+    """``(template, separator)`` of a question that lists classes as ``<p>...</p>``: the list
+    put back as ``{classes}``; ``None`` when the phrases are not joined by one separator.
+
+    Example:
+        >>> from segtext.model.xsam_model import _class_template
+        >>> _class_template("<image>\\nSegment <p>cat</p>, <p>dog</p>.")
+        ('Segment {classes}.', ', ')
+        >>> _class_template("<p>a</p> and <p>b</p>, <p>c</p>") is None
+        True
+    """
+    q = question.replace("<image>", "").lstrip("\n")
+    spans = list(_SPAN.finditer(q))
+    if not spans:
+        return None
+    seps = {q[a.end():b.start()] for a, b in zip(spans, spans[1:])}
+    if len(seps) > 1:
+        return None
+    sep = seps.pop() if seps else CLASS_SEPARATOR
+    return q[:spans[0].start()] + "{classes}" + q[spans[-1].end():], sep
 
 
 def _decode_segmentation(seg: Any, size: tuple[int, int], where: str, k: int) -> np.ndarray:
@@ -162,6 +344,9 @@ class XSamSegmenter:
         token_ids: ``{"<SEG>": id, "<p>": id, "</p>": id}``.
         question: the question template ``segment`` asks with (``{phrase}`` stands for
             ``<p>phrase</p>``); learnt from the records by :meth:`fit`.
+        class_question, class_separator: the same for the semantic and panoptic tasks:
+            ``{classes}`` stands for the classes as ``<p>class</p>`` joined by
+            ``class_separator``; learnt by :meth:`fit` from records with several phrases.
 
     Example:
         >>> import torch
@@ -200,6 +385,8 @@ class XSamSegmenter:
         self.head = head
         self.criterion = SetCriterion(head.config)
         self.question = DEFAULT_QUESTION
+        self.class_question = DEFAULT_CLASS_QUESTION
+        self.class_separator = CLASS_SEPARATOR
         self.max_answer_tokens = 0
         self.image_token_id = int(getattr(base.config, "image_token_id", None)
                                   or tokenizer.convert_tokens_to_ids("<|image_pad|>"))
@@ -226,19 +413,54 @@ class XSamSegmenter:
                          exclude_modules=r".*visual.*", **extra)
         return get_peft_model(model, cfg)
 
+    @staticmethod
+    def _backbone(spec: Any, model: Any, image_processor: Any, hcfg: Any, settings: dict | None = None) -> Any:
+        """The head's backbone: ``None`` / ``"tiny"`` (SegHead's default), ``"vision_tower"``
+        (the model's own, shared) or a module."""
+        from torch import nn
+
+        from segtext.model.xsam import VisionTowerBackbone
+
+        if spec is None or (isinstance(spec, str) and spec == "tiny"):
+            return None
+        if isinstance(spec, nn.Module):
+            return spec
+        if isinstance(spec, str) and spec == "vision_tower":
+            inner = getattr(model, "model", None)
+            visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
+            if visual is None:
+                raise ValueError(f"backbone='vision_tower' needs a model with a vision tower (model.model.visual); "
+                                 f"{type(model).__name__} has none")
+            opts = {"out_channels": hcfg.backbone_channels,
+                    "image_mean": getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5),
+                    "image_std": getattr(image_processor, "image_std", None) or (0.5, 0.5, 0.5)}
+            opts.update(settings or {})
+            return VisionTowerBackbone(visual, shared=True, **opts)
+        raise ValueError(f"backbone must be 'tiny', 'vision_tower' or an nn.Module, got {spec!r}")
+
     @classmethod
     def tiny(cls, seed: int = 0, head_config: Any = None, lora: dict | None = None,
-             train_embeddings: str = "all", head_size: int = 64) -> XSamSegmenter:
+             train_embeddings: str = "all", head_size: int | None = None, backbone: Any = "tiny") -> XSamSegmenter:
         """A random 2-layer Qwen2-VL (hidden 64, the tiny byte-level tokenizer of the text path)
-        and a tiny head (:meth:`SegHeadConfig.tiny <segtext.model.xsam.SegHeadConfig.tiny>`, a
-        :class:`~segtext.model.xsam.TinyConvBackbone` on the raw image resized to ``head_size``);
+        and a tiny head (:meth:`SegHeadConfig.tiny <segtext.model.xsam.SegHeadConfig.tiny>`);
         no download. ``head_config`` overrides the head's sizes (its ``llm_dim`` must be 64).
+
+        ``backbone``: ``"tiny"`` (a :class:`~segtext.model.xsam.TinyConvBackbone` on the raw
+        image resized to ``head_size``, default 64), ``"vision_tower"`` (the VLM's own vision
+        tower through :class:`~segtext.model.xsam.VisionTowerBackbone`, frozen, with new
+        connectors of ``head_config.backbone_channels``; ``head_size`` default 112, 8 x 8 patches
+        of 14 pixels) or an ``nn.Module`` (:class:`~segtext.model.xsam.Backbone`).
 
         Example:
             >>> from segtext.model import XSamSegmenter
             >>> from segtext.model.xsam import SegHeadConfig
             >>> XSamSegmenter.tiny(head_config=SegHeadConfig.tiny(num_queries=4)).head.config.num_queries
             4
+            >>> seg = XSamSegmenter.tiny(backbone="vision_tower")
+            >>> type(seg.head.backbone).__name__, seg.head_size
+            ('VisionTowerBackbone', 112)
+            >>> seg.head.backbone.tower is seg.model.get_base_model().model.visual
+            True
         """
         torch = _torch()
         from transformers import Qwen2VLForConditionalGeneration
@@ -251,9 +473,12 @@ class XSamSegmenter:
         hcfg = SegHeadConfig.tiny(llm_dim=64) if head_config is None else head_config
         if not isinstance(hcfg, SegHeadConfig):
             raise TypeError(f"head_config must be a SegHeadConfig, got {type(hcfg).__name__}")
-        head = SegHead(hcfg)
-        return cls(model, tok, _qwen.tiny_image_processor(), head, lora=lora, train_embeddings=train_embeddings,
-                   head_size=head_size)
+        ip = _qwen.tiny_image_processor()
+        bb = cls._backbone(backbone, model, ip, hcfg)
+        if head_size is None:
+            head_size = 112 if isinstance(backbone, str) and backbone == "vision_tower" else 64
+        head = SegHead(hcfg, bb)
+        return cls(model, tok, ip, head, lora=lora, train_embeddings=train_embeddings, head_size=head_size)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, head_config: Any = None, backbone: Any = None,
@@ -264,9 +489,12 @@ class XSamSegmenter:
         from it) with a new random head (``head_config``, default
         :meth:`SegHeadConfig.tiny <segtext.model.xsam.SegHeadConfig.tiny>` at the model's width).
 
-        ``backbone`` replaces the head's :class:`~segtext.model.xsam.TinyConvBackbone` (a saved
-        model with another backbone needs the same kind of module passed again; its weights are
-        read from the file). The other arguments apply to a checkpoint only.
+        ``backbone``: ``"tiny"`` (default, :class:`~segtext.model.xsam.TinyConvBackbone`),
+        ``"vision_tower"`` (the checkpoint's own vision tower through
+        :class:`~segtext.model.xsam.VisionTowerBackbone`, as in :meth:`tiny`) or a module that
+        replaces the tiny backbone. A saved model with the tiny or the vision-tower backbone is
+        rebuilt as saved; one with another module needs the same kind of module passed again (its
+        weights are read from the file). The other arguments apply to a checkpoint only.
 
         Example:
             >>> import tempfile
@@ -277,10 +505,14 @@ class XSamSegmenter:
             64
         """
         torch = _torch()
+        from torch import nn
         from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
         from segtext.model.xsam import SegHead, SegHeadConfig
 
+        if not (backbone is None or isinstance(backbone, nn.Module)
+                or (isinstance(backbone, str) and backbone in ("tiny", "vision_tower"))):
+            raise ValueError(f"backbone must be 'tiny', 'vision_tower' or an nn.Module, got {backbone!r}")
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a directory, got {type(path).__name__}")
         d = os.fspath(path)
@@ -293,8 +525,10 @@ class XSamSegmenter:
         ip = AutoImageProcessor.from_pretrained(d)
         width = getattr(model.config, "text_config", model.config).hidden_size
         hcfg = SegHeadConfig.tiny(llm_dim=width) if head_config is None else head_config
-        return cls(model, tok, ip, SegHead(hcfg, backbone), lora=lora, train_embeddings=train_embeddings,
-                   head_size=head_size)
+        if not isinstance(hcfg, SegHeadConfig):
+            raise TypeError(f"head_config must be a SegHeadConfig, got {type(hcfg).__name__}")
+        head = SegHead(hcfg, cls._backbone(backbone, model, ip, hcfg))
+        return cls(model, tok, ip, head, lora=lora, train_embeddings=train_embeddings, head_size=head_size)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the base config, the tokenizer, the image processor, all weights (the VLM with
@@ -311,7 +545,7 @@ class XSamSegmenter:
         """
         from safetensors.torch import save_file
 
-        from segtext.model.xsam import TinyConvBackbone
+        from segtext.model.xsam import TinyConvBackbone, VisionTowerBackbone
 
         d = os.fspath(directory)
         os.makedirs(d, exist_ok=True)
@@ -323,11 +557,15 @@ class XSamSegmenter:
         state.update({f"head.{k}": v.detach().clone().contiguous() for k, v in self.head.state_dict().items()})
         save_file(state, os.path.join(d, "model.safetensors"))
         bb = self.head.backbone
+        own_tower = isinstance(bb, VisionTowerBackbone) and bb.shared and any(m is bb.tower for m in base.modules())
+        kind = "tiny" if type(bb) is TinyConvBackbone else "vision_tower" if own_tower else type(bb).__name__
         settings = {"format_version": _FORMAT_VERSION, "lora": self.lora, "train_embeddings": self.train_embeddings,
                     "head_size": self.head_size, "head_config": self.head.config.to_dict(),
-                    "backbone": "tiny" if type(bb) is TinyConvBackbone else type(bb).__name__,
-                    "token_ids": self.token_ids, "question": self.question,
+                    "backbone": kind, "token_ids": self.token_ids, "question": self.question,
+                    "class_question": self.class_question, "class_separator": self.class_separator,
                     "max_answer_tokens": self.max_answer_tokens, "model_class": type(base).__name__}
+        if own_tower:
+            settings["backbone_settings"] = bb.settings()
         with open(os.path.join(d, _SETTINGS), "w", encoding="utf-8") as f:
             json.dump(settings, f, indent=1)
 
@@ -343,13 +581,16 @@ class XSamSegmenter:
             s = json.load(f)
         if s.get("format_version") != _FORMAT_VERSION:
             raise ValueError(f"{d}: {_SETTINGS} format_version {s.get('format_version')!r}, expected {_FORMAT_VERSION}")
-        if s["backbone"] != "tiny" and backbone is None:
+        if s["backbone"] not in ("tiny", "vision_tower") and not hasattr(backbone, "forward"):
             raise ValueError(f"{d}: saved with a {s['backbone']} backbone: pass backbone= (the same kind of module)")
         config = AutoConfig.from_pretrained(d)
         model = getattr(transformers, s["model_class"])(config)
         tok = AutoTokenizer.from_pretrained(os.path.join(d, "tokenizer"))
         ip = AutoImageProcessor.from_pretrained(os.path.join(d, "image_processor"))
-        head = SegHead(SegHeadConfig(**s["head_config"]), backbone)
+        hcfg = SegHeadConfig(**s["head_config"])
+        if s["backbone"] in ("tiny", "vision_tower") and not hasattr(backbone, "forward"):
+            backbone = cls._backbone(s["backbone"], model, ip, hcfg, s.get("backbone_settings"))
+        head = SegHead(hcfg, backbone)
         seg = cls(model, tok, ip, head, lora=s["lora"], train_embeddings=s["train_embeddings"],
                   head_size=s["head_size"], _wrapped=True)
         if seg.token_ids != s["token_ids"]:
@@ -359,6 +600,8 @@ class XSamSegmenter:
         seg.model.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("vlm.")}, strict=True)
         seg.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")}, strict=True)
         seg.question = s.get("question") or DEFAULT_QUESTION
+        seg.class_question = s.get("class_question") or DEFAULT_CLASS_QUESTION
+        seg.class_separator = s.get("class_separator", CLASS_SEPARATOR)
         seg.max_answer_tokens = int(s.get("max_answer_tokens", 0))
         seg.model.eval()
         seg.head.eval()
@@ -481,7 +724,8 @@ class XSamSegmenter:
             items.append({"where": where, "enc": item, "seg_pos": -1 if lm_only else ids.index(seg_id),
                           "phrase_ids": phrase_ids,
                           "pixels": self._head_pixels(image), "masks": self._target_masks(masks),
-                          "labels": labels, "question": question, "label": label})
+                          "labels": labels, "question": question, "label": label,
+                          "n_phrases": n_phrases, "task": rec.get("task")})
         return items
 
     def _batch(self, items: list[dict]) -> tuple[dict, Any, Any, Any, list[dict]]:
@@ -546,7 +790,9 @@ class XSamSegmenter:
         the LoRA weights, the new tokens' rows (or the whole embeddings, ``train_embeddings``)
         and the head (at ``head_lr``, default ``lr``) with AdamW; gradients are clipped to
         ``clip`` (``None``: not clipped). The question template :meth:`segment` uses is learnt
-        from the records (their ``<p>label</p>`` put back as ``{phrase}``).
+        from the records (their ``<p>label</p>`` put back as ``{phrase}``); so is the one of the
+        semantic and panoptic tasks, from the records with several phrases (their ``<p>...</p>``
+        list put back as ``{classes}``, when the phrases are joined by one separator).
 
         Raises:
             ValueError: a malformed record, named in the message: no image, an unreadable image
@@ -578,6 +824,14 @@ class XSamSegmenter:
                 asked[q] = asked.get(q, 0) + 1
         if asked:
             self.question = max(asked, key=asked.__getitem__)
+        listed: dict[tuple[str, str], int] = {}
+        for it in items:
+            if it["n_phrases"] >= 2 or (it["n_phrases"] == 1 and it["task"] in ("semantic", "panoptic", "instances")):
+                found = _class_template(it["question"])
+                if found is not None:
+                    listed[found] = listed.get(found, 0) + 1
+        if listed:
+            self.class_question, self.class_separator = max(listed, key=listed.__getitem__)
         self.max_answer_tokens = max(self.max_answer_tokens,
                                      max(sum(1 for x in it["enc"]["labels"] if x != -100) for it in items))
         self._head_device()
@@ -621,70 +875,146 @@ class XSamSegmenter:
 
     # ------------------------------------------------------------------ inference
 
-    def segment(self, images: Sequence[Any], prompts: Sequence[str], *, question: str | None = None,
-                max_new_tokens: int | None = None, batch_size: int = 8, threshold: float = 0.5) -> list[XSamResult]:
-        """Masks for images and referring phrases, one :class:`XSamResult` per image.
+    def segment(self, images: Sequence[Any], prompts: Sequence[str] | None = None, *, task: str = "referring",
+                classes: Sequence[str] | Sequence[Sequence[str]] | None = None, question: str | None = None,
+                max_new_tokens: int | None = None, batch_size: int = 8, threshold: float = 0.5,
+                score_threshold: float | None = 0.5, object_threshold: float = 0.8, overlap_threshold: float = 0.8,
+                stuff_classes: Sequence[str] = ()) -> list[Any]:
+        """Segment images: one result per image, for a referring phrase or a list of classes.
+
+        ``task="referring"`` (the default): ``prompts`` holds one phrase per image, asked as
+        ``<p>phrase</p>``; each result is an :class:`XSamResult` (one mask, X-SAM's referring
+        post-processing). ``task="semantic"`` or ``"panoptic"``: ``classes`` holds the class
+        names, one list for every image or one list per image, all asked in one prompt (each as
+        ``<p>class</p>``, joined by :attr:`class_separator`); each result is an
+        :class:`XSamSemanticResult` (a label map, X-SAM's semantic post-processing) or an
+        :class:`XSamPanopticResult` (segments and their info, Mask2Former's panoptic merge).
 
         Args:
             images: paths, PIL images or uint8 arrays.
-            prompts: the phrase to segment in each image; asked as ``<p>phrase</p>`` in
-                ``question`` (``{phrase}`` stands for it; default the template learnt by
-                :meth:`fit`, else ``"Please segment {phrase} in this image."``).
+            prompts: referring only: the phrase to segment in each image.
+            task: one of :data:`TASKS`.
+            classes: semantic and panoptic only: the class names, plain text (no ``<SEG>``,
+                ``<p>``, ``</p>``), distinct within a list.
+            question: the question template: with ``{phrase}`` (referring; default the one learnt
+                by :meth:`fit`, else ``"Please segment {phrase} in this image."``) or with
+                ``{classes}`` (semantic, panoptic; default :attr:`class_question`).
             max_new_tokens: default twice the longest answer seen by :meth:`fit` (at least 16), or 32.
             batch_size: images per ``generate`` call.
-            threshold: on the mask probability.
+            threshold: referring: on the mask probability.
+            score_threshold: semantic: pixels whose best fused score
+                ``sum_q softmax(class)[q, c] * sigmoid(mask_q)`` is below it get
+                :data:`UNLABELLED`; ``None``: every pixel gets a class (X-SAM).
+            object_threshold, overlap_threshold: panoptic: a query is kept if its best class
+                (not the background) has a probability above ``object_threshold``, and keeps its
+                segment if at least ``overlap_threshold`` of its mask survives the merge.
+            stuff_classes: panoptic: classes whose segments are merged into one per image (each
+                must be one of the classes).
 
         Greedy generation; the generated ``<SEG>``'s hidden state conditions the head (``forced``
         when the model wrote none and one was appended).
+
+        Raises:
+            ValueError: an unknown task, prompts and images of different lengths, ``classes``
+                missing, empty or holding a class that is empty, repeated or holds ``<SEG>``,
+                ``<p>`` or ``</p>``, prompts given with ``classes`` (or the reverse), a
+                question without its placeholder, thresholds outside ``[0, 1]``.
 
         Example:
             >>> import numpy as np
             >>> from segtext.model import XSamSegmenter
             >>> seg = XSamSegmenter.tiny()
-            >>> r = seg.segment([np.zeros((60, 80, 3), np.uint8)], ["the dog"], max_new_tokens=3)[0]
+            >>> image = np.zeros((60, 80, 3), np.uint8)
+            >>> r = seg.segment([image], ["the dog"], max_new_tokens=3)[0]
             >>> r.mask.shape, r.mask.dtype, r.phrase
             ((60, 80), dtype('bool'), 'the dog')
             >>> isinstance(r.to_text("rrle", grid_size=2), str), isinstance(r.forced, bool)
             (True, True)
+            >>> s = seg.segment([image], classes=["sky", "dog"], task="semantic", max_new_tokens=3)[0]
+            >>> s.labels.shape, s.labels.dtype, s.classes, bool(set(np.unique(s.labels)) <= {-1, 0, 1})
+            ((60, 80), dtype('int64'), ['sky', 'dog'], True)
+            >>> s.to_text("isd", grid_size=2).count("\\n")
+            2
+            >>> p = seg.segment([image], classes=["sky", "dog"], task="panoptic", max_new_tokens=3,
+            ...                 object_threshold=0.0, overlap_threshold=0.0)[0]
+            >>> p.segments.shape, sorted(s["id"] for s in p.segments_info) == sorted(set(np.unique(p.segments)) - {0})
+            ((60, 80), True)
+            >>> seg.segment([image], classes=[], task="semantic")
+            Traceback (most recent call last):
+            ...
+            ValueError: classes is empty: give at least one class name
         """
         torch = _torch()
-        if isinstance(prompts, str) or isinstance(images, (str, os.PathLike)) or len(images) != len(prompts):
-            raise ValueError(f"images and prompts must be sequences of the same length, got "
-                             f"{'a str' if isinstance(images, (str, os.PathLike)) else len(images)} image(s) and "
-                             f"{'a str' if isinstance(prompts, str) else len(prompts)} prompt(s)")
+        if not isinstance(task, str) or task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+            raise ValueError("images must be a sequence of images (paths, PIL images or arrays), got "
+                             f"{'a str' if isinstance(images, (str, os.PathLike)) else type(images).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        question = self.question if question is None else question
-        if not isinstance(question, str) or "{phrase}" not in question:
-            raise ValueError(f"question must be a str with {{phrase}}, got {question!r}")
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str) or not p:
-                raise ValueError(f"prompt {i} must be a non-empty str, got {p!r}")
-            if any(t in p for t in (SEG, P_OPEN, P_CLOSE)):
-                raise ValueError(f"prompt {i} must be a plain phrase (without <SEG>, <p>, </p>), got {p!r}")
+        if task == "referring":
+            if classes is not None:
+                raise ValueError("classes= is for task='semantic' or 'panoptic'; task='referring' takes prompts "
+                                 "(one phrase per image)")
+            if prompts is None or isinstance(prompts, str) or len(images) != len(prompts):
+                got = "a str" if isinstance(prompts, str) else "no" if prompts is None else len(prompts)
+                raise ValueError(f"images and prompts must be sequences of the same length, got {len(images)} "
+                                 f"image(s) and {got} prompt(s)")
+            question = self.question if question is None else question
+            if not isinstance(question, str) or "{phrase}" not in question:
+                raise ValueError(f"question must be a str with {{phrase}}, got {question!r}")
+            for i, p in enumerate(prompts):
+                if not isinstance(p, str) or not p:
+                    raise ValueError(f"prompt {i} must be a non-empty str, got {p!r}")
+                if any(t in p for t in (SEG, P_OPEN, P_CLOSE)):
+                    raise ValueError(f"prompt {i} must be a plain phrase (without <SEG>, <p>, </p>), got {p!r}")
+            per_image = [[p] for p in prompts]
+            asked = [question.replace("{phrase}", f"{P_OPEN}{p}{P_CLOSE}") for p in prompts]
+        else:
+            if prompts is not None:
+                raise ValueError(f"task={task!r} takes the class names as classes=, not prompts")
+            per_image = _class_lists(classes, len(images))
+            question = self.class_question if question is None else question
+            if not isinstance(question, str) or "{classes}" not in question:
+                raise ValueError(f"question must be a str with {{classes}}, got {question!r}")
+            asked = [question.replace("{classes}", self.class_separator.join(f"{P_OPEN}{c}{P_CLOSE}" for c in cl))
+                     for cl in per_image]
+        for name, value in (("threshold", threshold), ("object_threshold", object_threshold),
+                            ("overlap_threshold", overlap_threshold)) + \
+                (() if score_threshold is None else (("score_threshold", score_threshold),)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        if isinstance(stuff_classes, str):
+            raise ValueError("stuff_classes must be a sequence of class names, got a str")
+        stuff = list(stuff_classes)
+        unknown = [c for c in stuff if not any(c in cl for cl in per_image)]
+        if unknown and task == "panoptic":
+            raise ValueError(f"stuff_classes {unknown} are not among the classes")
         loaded = [_qwen.load_image(im, f"image {i}") for i, im in enumerate(images)]
         if max_new_tokens is None:
             max_new_tokens = max(16, 2 * self.max_answer_tokens) if self.max_answer_tokens else 32
         self._head_device()
         self.model.eval()
         self.head.eval()
-        results: list[XSamResult] = []
+        options = {"threshold": threshold, "score_threshold": score_threshold, "object_threshold": object_threshold,
+                   "overlap_threshold": overlap_threshold, "stuff": stuff}
+        results: list[Any] = []
         for k in range(0, len(loaded), batch_size):
             rows = list(range(k, min(k + batch_size, len(loaded))))
             with torch.no_grad():
-                results.extend(self._segment_batch([loaded[i] for i in rows], [prompts[i] for i in rows],
-                                                   question, max_new_tokens, threshold))
+                results.extend(self._segment_batch(task, [loaded[i] for i in rows], [asked[i] for i in rows],
+                                                   [per_image[i] for i in rows], max_new_tokens, options))
         return results
 
-    def _segment_batch(self, images: list[Any], phrases: list[str], question: str, max_new_tokens: int,
-                       threshold: float) -> list[XSamResult]:
+    def _generate(self, images: list[Any], questions: list[str], max_new_tokens: int) -> tuple[dict, list, list]:
+        """Generate greedily for each (image, question); the head's predictions from the
+        generated ``<SEG>`` (or an appended one), the texts and which ``<SEG>`` were forced."""
         torch = _torch()
-        from segtext.model.xsam import referring_inference, span_ids
+        from segtext.model.xsam import span_ids
 
         seg_id, eos, pad = self.token_ids[SEG], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        items = [_qwen.encode_pair(self.tokenizer, self.image_processor, im,
-                                   self._prompt(question.replace("{phrase}", f"{P_OPEN}{ph}{P_CLOSE}")), None,
-                                   self.image_token_id) for im, ph in zip(images, phrases)]
+        items = [_qwen.encode_pair(self.tokenizer, self.image_processor, im, self._prompt(q), None,
+                                   self.image_token_id) for im, q in zip(images, questions)]
         batch = _qwen.collate(items, pad, left=True)
         batch.pop("labels")
         dev = self.device
@@ -718,11 +1048,71 @@ class XSamSegmenter:
             forced.append(j is None)
         pixels = torch.stack([self._head_pixels(im) for im in images]).to(dev)
         preds = self.head(pixels, torch.stack(seg_hidden), prompt_hidden, phrase_ids.to(dev))
-        probs = preds["pred_logits"].float().softmax(-1)[..., 0].max(1).values
-        out = []
+        return preds, texts, forced
+
+    def _segment_batch(self, task: str, images: list[Any], questions: list[str], names: list[list[str]],
+                       max_new_tokens: int, options: dict) -> list[Any]:
+        from segtext.model.xsam import panoptic_inference, referring_inference, semantic_inference
+
+        preds, texts, forced = self._generate(images, questions, max_new_tokens)
+        logits, masks = preds["pred_logits"], preds["pred_masks"]
+        out: list[Any] = []
         for b, im in enumerate(images):
-            one = {"pred_logits": preds["pred_logits"][b:b + 1], "pred_masks": preds["pred_masks"][b:b + 1],
+            size = (im.height, im.width)
+            n = len(names[b])
+            if int(preds["class_mask"][b, :-1].sum()) != n:                      # the prompt's spans, bg excluded
+                raise RuntimeError(f"image {b}: the prompt holds {int(preds['class_mask'][b, :-1].sum())} "
+                                   f"<p>...</p> spans for {n} class(es)")
+            keep = list(range(n)) + [logits.shape[-1] - 1]                           # its classes, then the bg
+            one = {"pred_logits": logits[b:b + 1, :, keep], "pred_masks": masks[b:b + 1],
                    "image_size": preds["image_size"]}
-            mask = referring_inference(one, (im.height, im.width), threshold=threshold)[0]
-            out.append(XSamResult(texts[b], mask, phrases[b], forced[b], float(probs[b])))
+            if task == "referring":
+                mask = referring_inference(one, size, threshold=options["threshold"])[0]
+                score = float(one["pred_logits"].float().softmax(-1)[0, :, 0].max())
+                out.append(XSamResult(texts[b], mask, names[b][0], forced[b], score))
+            elif task == "semantic":
+                labels = semantic_inference(one, size, score_threshold=options["score_threshold"])[0]
+                out.append(XSamSemanticResult(texts[b], labels, list(names[b]), forced[b]))
+            else:
+                stuff = [names[b].index(c) for c in options["stuff"] if c in names[b]]
+                segments, info = panoptic_inference(one, size, object_threshold=options["object_threshold"],
+                                                    overlap_threshold=options["overlap_threshold"],
+                                                    stuff_labels=stuff)[0]
+                for entry in info:
+                    entry["class"] = names[b][entry["label"]]
+                out.append(XSamPanopticResult(texts[b], segments, info, list(names[b]), forced[b]))
         return out
+
+
+def _class_lists(classes: Any, n_images: int) -> list[list[str]]:
+    """``classes`` of :meth:`XSamSegmenter.segment` -> one checked list of names per image."""
+    if classes is None:
+        raise ValueError("task='semantic' and task='panoptic' need classes= (the class names to segment)")
+    if isinstance(classes, str) or not isinstance(classes, Sequence):
+        raise ValueError(f"classes must be a list of class names (or one list per image), got "
+                         f"{'a str' if isinstance(classes, str) else type(classes).__name__}")
+    if len(classes) == 0:
+        raise ValueError("classes is empty: give at least one class name")
+    if all(isinstance(c, str) for c in classes):
+        lists = [list(classes)] * n_images
+        where = lambda i: "classes"                       # noqa: E731
+    elif all(isinstance(c, Sequence) and not isinstance(c, str) for c in classes):
+        if len(classes) != n_images:
+            raise ValueError(f"classes holds {len(classes)} lists for {n_images} image(s): give one list of names "
+                             "for every image, or one list per image")
+        lists = [list(c) for c in classes]
+        where = lambda i: f"classes[{i}]"                 # noqa: E731
+    else:
+        raise ValueError("classes must be a list of str (for every image) or a list of lists of str (one per image)")
+    for i, names in enumerate(lists):
+        if not names:
+            raise ValueError(f"{where(i)} is empty: give at least one class name")
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"{where(i)}: a class name must be a non-empty str, got {name!r}")
+            if any(t in name for t in (SEG, P_OPEN, P_CLOSE)):
+                raise ValueError(f"{where(i)}: class {name!r} must be plain text (without <SEG>, <p>, </p>)")
+        dup = sorted({c for c in names if names.count(c) > 1})
+        if dup:
+            raise ValueError(f"{where(i)}: class names must be distinct, {dup} repeated")
+    return lists
