@@ -2,7 +2,7 @@
 records pipeline against a plain script of the same steps, in the same run.
 
     python benchmarks/bench_records.py [--annotations 100000] [--reference-annotations 5000]
-                                       [--repeats 3] [--build-repeats 2] [--workers-list 1,2] [--warm-cache]
+                                       [--repeats 3] [--build-repeats 3] [--workers-list 1,2] [--warm-cache]
     python benchmarks/bench_records.py --annotations 10000 --reference-annotations 1000 --repeats 1   # quick
 
 Data: a COCO instances.json written to a temporary directory from the 734 real COCO val2014 masks
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
                     help="annotations the reference's per-record loop is timed on (default 5000)")
     ap.add_argument("--repeats", type=int, default=3, help="best-of-N for read_coco, json.load and the reference "
                                                            "(default 3)")
-    ap.add_argument("--build-repeats", type=int, default=2, help="best-of-N for each full build (default 2)")
+    ap.add_argument("--build-repeats", type=int, default=3, help="best-of-N for each full build (default 3)")
     ap.add_argument("--workers-list", default="1,2", help="comma-separated worker counts for build (default 1,2)")
     ap.add_argument("--warm-cache", action="store_true",
                     help="use numba's normal on-disk cache (the first build may then load instead of compile)")

@@ -282,29 +282,35 @@ def test_resume_after_a_torn_line_is_byte_identical(layout, tmp_path):
     assert summary.resumed_after == 20 and summary.records == len(samples)
 
 
-def test_interrupt_leaves_complete_lines_then_resume(layout, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", ["batched", "one by one"])
+def test_interrupt_leaves_complete_lines_then_resume(layout, tmp_path, monkeypatch, path):
+    """Ctrl-C during the 5th chunk of 5 samples (at its 3rd record, one by one; at its batched call,
+    batched): four whole chunks are kept, nothing torn, and resuming gives the uninterrupted bytes."""
     monkeypatch.setattr(build_module, "CHUNK", 5)
     samples = records.read_refcoco(layout["refcoco"], layout["refcoco_instances"])
+    options = records.Options(verify=path == "one by one")  # verify encodes one by one, checking each
     full = tmp_path / "full.jsonl"
-    records.build(samples, full, records.Options())
-    real = build_module._record_parts  # every record passes here, batched or not
+    records.build(samples, full, options)
+    name = "_record_parts" if path == "one by one" else "_fast_lines"  # where every record of the path passes
+    real = getattr(build_module, name)
     calls = {"n": 0}
 
-    def flaky(sample, options, seed, encoded):
+    def flaky(*args):
         calls["n"] += 1
-        if calls["n"] == 23:
+        if calls["n"] == (23 if path == "one by one" else 5):
             raise KeyboardInterrupt
-        return real(sample, options, seed, encoded)
+        return real(*args)
 
-    monkeypatch.setattr(build_module, "_record_parts", flaky)
+    monkeypatch.setattr(build_module, name, flaky)
     out = tmp_path / "out.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        records.build(samples, out, records.Options())
+        records.build(samples, out, options)
     assert not out.exists()
     kept = (tmp_path / "out.jsonl.partial").read_bytes()
     assert kept.endswith(b"\n") and kept.count(b"\n") == 20  # four whole chunks, nothing torn
-    monkeypatch.setattr(build_module, "_record_parts", real)
-    records.build(samples, out, records.Options(), resume=True)
+    assert full.read_bytes().startswith(kept)
+    monkeypatch.setattr(build_module, name, real)
+    records.build(samples, out, options, resume=True)
     assert out.read_bytes() == full.read_bytes()
 
 

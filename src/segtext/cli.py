@@ -297,8 +297,9 @@ def _add_build_parser(sub) -> None:
         p.add_argument("--verify", action="store_true",
                        help="decode every answer in strict mode and check it against the mask's grid")
         p.add_argument("--tokenizer", metavar="PATH",
-                       help="a local Hugging Face tokenizer folder: report answer lengths in tokens "
-                            "(needs transformers)")
+                       help="a local Hugging Face tokenizer (a folder written by save_pretrained, or a "
+                            "tokenizer.json file): report the answer lengths in tokens, mean, p95 and max "
+                            "(needs transformers; checked before anything is read or written)")
         p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
         p.set_defaults(func=_cmd_build)
 
@@ -306,7 +307,8 @@ def _add_build_parser(sub) -> None:
 def _cmd_build(args: argparse.Namespace) -> int:
     from segtext import records
 
-    t0 = time.perf_counter()
+    tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None  # a bad path fails before any work
+    t0 = time.perf_counter()  # the summary's time and rate: reading and writing, not loading the tokenizer
     problems: list[str] = []
     try:
         if args.source == "coco":
@@ -333,7 +335,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
             encoding=args.encoding, grid_size=args.grid_size, resolution=args.resolution,
             policy=args.policy, threshold=args.threshold, box_format=args.box_format, style=args.style,
             images=args.images, templates=templates, verify=args.verify)
-        tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None
         if args.ray:
             _start_ray(args.ray)
         summary = records.build(samples, args.output, options, seed=args.seed, workers=args.workers,
@@ -359,7 +360,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     msg += f"); skipped {len(problems)}"
     if summary.answer_tokens:
         t = summary.answer_tokens
-        msg += f"; answer tokens: mean {t['mean']:.1f}, p95 {t['p95']:.0f}, max {t['max']:.0f}"
+        msg += f"; answer tokens: mean {t['mean']:.1f}, p95 {t['p95']:.1f}, max {t['max']:.0f}"
     print(msg, file=sys.stderr)
     if args.style == "messages":
         name = os.path.splitext(os.path.basename(args.output))[0]
@@ -382,17 +383,36 @@ def _start_ray(address: str) -> None:
         raise CliError(f"--ray {address}: cannot start or join Ray: {e}") from None
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model",
+                    "spiece.model", "sentencepiece.bpe.model", "merges.txt")
+
+
 def _load_tokenizer(path: str) -> Any:
+    """The tokenizer at ``path`` (a ``save_pretrained`` folder or a ``tokenizer.json`` file), tried
+    on a short answer; a :class:`CliError` naming the path if it is missing or cannot be used."""
+    where = f"--tokenizer {path}"
+    if not os.path.exists(path):
+        raise CliError(f"{where}: no such file or folder (expected a folder written by save_pretrained "
+                       "or a tokenizer.json file)")
+    if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, n)) for n in _TOKENIZER_FILES):
+        raise CliError(f"{where}: the folder holds no tokenizer files (expected tokenizer.json or "
+                       "tokenizer_config.json, as save_pretrained writes)")
     try:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
     except ImportError:
-        raise CliError("--tokenizer needs transformers (pip install transformers)") from None
-    if not os.path.isdir(path):
-        raise CliError(f"--tokenizer: {path} is not a folder holding a tokenizer")
+        raise CliError(f"{where}: reading a tokenizer needs transformers (pip install transformers)") from None
     try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise CliError(f"--tokenizer: cannot load a tokenizer from {path}: {e}") from None
+        if os.path.isdir(path):
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        else:
+            tok = PreTrainedTokenizerFast(tokenizer_file=path)
+        ids = tok.encode("<seg>others *16\n</seg>", add_special_tokens=False)
+    except Exception as e:  # noqa: BLE001 - transformers and tokenizers raise many kinds (even bare Exception)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CliError(f"{where}: cannot load a tokenizer from it: {first}") from None
+    if not ids or not all(isinstance(v, int) for v in ids):
+        raise CliError(f"{where}: the tokenizer gives no token ids for a test answer")
+    return tok
 
 
 def _add_decode_options(p: argparse.ArgumentParser) -> None:
@@ -415,12 +435,12 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
                    help="B-SD box spelling: norm1000 (<box>[x1,y1,x2,y2]</box> on 0..1000, default), "
                         "qwen2vl or pixel")
     g.add_argument("--labels", type=_labels_arg, metavar="FILE|a,b,...",
-                   help="R-RLE vocabulary: a file with one label a line, or labels joined by commas "
-                        "(others first, added if missing); default: each ground truth's own label, "
-                        "else inferred from the answer")
+                   help="vocabulary: a file with one label a line, or labels joined by commas "
+                        "(others first, added if missing; B-SD <ref> labels are read with the rest); "
+                        "default: each ground truth's own label, else inferred from the answer")
     g.add_argument("--unknown", choices=("foreground", "background", "nearest"), default="foreground",
                    help="a label outside the vocabulary: foreground (default, as Text4Seg), "
-                        "background, or the nearest known label")
+                        "background (a B-SD object is dropped), or the nearest known label")
 
 
 def _labels_arg(text: str) -> list[str]:

@@ -11,7 +11,9 @@ the number of workers either.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import json.encoder
 import os
 import sys
 import time
@@ -27,7 +29,7 @@ from segtext.grid import mask_to_grid, rle_to_grid
 from segtext._validate import policy_code
 from segtext.labels import BACKGROUND
 from segtext.limits import MAX_RESOLUTION
-from segtext.records.prompts import Templates, default_templates
+from segtext.records.prompts import _PLACEHOLDER, Templates, default_templates
 from segtext.records.sources import Sample, read_label_png, without_gc
 from segtext.records.styles import STYLES, shape
 from segtext.rrle import FORMATS, decode_rrle, encode_irle, encode_isd, encode_rrle, rle_to_text, rles_to_texts
@@ -36,7 +38,7 @@ __all__ = ["BuildSummary", "Options", "build", "encode_sample", "make_record"]
 
 ENCODINGS = (*FORMATS, "bsd")
 _ENCODERS = {"rrle": encode_rrle, "isd": encode_isd, "irle": encode_irle}
-CHUNK = 256  # samples per worker task, per batched encoder call and per flush of the output
+CHUNK = 2048  # samples per worker task, per batched encoder call and per flush of the output
 _RESUME_BLOCK = 1 << 20  # bytes read at a time when a partial output is resumed
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))  # one line per record, made once
 
@@ -301,31 +303,214 @@ def _verify_bsd(text: str, labels: list[str], size: tuple[int, int], o: Options)
         raise ValueError(f"verify: the answer decodes to the objects {got}, expected {labels}")
 
 
-def _batch_texts(samples: Sequence[Sample], o: Options) -> dict[str, tuple[str, dict]]:
-    """``encode_sample`` of the referring samples of one target given as compressed RLE, done
-    in one compiled call (``st.rles_to_texts``); ``{}`` when any of them is not clean, so that
-    the samples go one by one and the bad one is named."""
+def _batch_texts(samples: Sequence[Sample], o: Options) -> tuple[list[int], list[str | None]]:
+    """``(indices, mask texts)`` of the referring samples of ``samples`` with one target given as
+    compressed COCO RLE (str counts) of the image's size, encoded in one compiled call
+    (``st.rles_to_texts``; not yet ``<seg>``-wrapped). A sample the call refuses gets ``None``
+    (found by halving the batch) and goes one by one, so that what is wrong with it is said;
+    the others stay batched."""
     if o.encoding == "bsd" or o.verify:
-        return {}
-    batch = []
-    for s in samples:
-        if s.task != "referring" or len(s.targets) != 1 or s.label_png is not None:
+        return [], []
+    idx, segs, labels = [], [], []
+    for k, s in enumerate(samples):
+        if s.task != "referring" or s.label_png is not None or len(s.targets) != 1:
             continue
         seg = s.targets[0].segmentation
-        if type(seg) is dict and type(seg.get("counts")) is str:
-            size = seg.get("size")
-            if type(size) is list and len(size) == 2 and s.image_size is not None \
-                    and size[0] == s.image_size[0] and size[1] == s.image_size[1]:
-                batch.append(s)
-    if len(batch) < 2:
-        return {}
+        if type(seg) is not dict or type(seg.get("counts")) is not str:
+            continue
+        size, hw = seg.get("size"), s.image_size
+        if type(size) is list and len(size) == 2 and hw is not None and size[0] == hw[0] and size[1] == hw[1]:
+            idx.append(k)
+            segs.append(seg)
+            labels.append(s.phrase or "")
+    if not idx:
+        return [], []
+
+    def texts(lo: int, hi: int) -> list[str | None]:
+        try:
+            return rles_to_texts(segs[lo:hi], labels[lo:hi], o.grid_size, o.policy, o.threshold, o.encoding)
+        except (TypeError, ValueError):
+            if hi - lo == 1:
+                return [None]
+            mid = (lo + hi) // 2
+            return texts(lo, mid) + texts(mid, hi)
+
+    return idx, texts(0, len(idx))
+
+
+# ----------------------------------------------------------------------------- JSON lines, fast
+# A record line is json.dumps of the record (ensure_ascii=False, separators ", " and ": "). JSON
+# escaping is character by character, so the escape of a concatenation is the concatenation of the
+# escapes: each line is put together from escaped pieces, the constant ones made once (the
+# template text around the phrase, the image's fields) and only the sample's own strings escaped
+# per record. tests/test_records_bytes.py pins the bytes against json.dumps of make_record.
+
+_MARKERS: dict = {}  # the circular-reference markers of the reusable C encoder (emptied after an error)
+_C_ENCODE = (json.encoder.c_make_encoder(_MARKERS, _JSON.default, json.encoder.encode_basestring, None,
+                                         _JSON.key_separator, _JSON.item_separator, False, False, True)
+             if json.encoder.c_make_encoder is not None else None)
+_esc = json.encoder.encode_basestring  # str -> its JSON string (quotes included), as _JSON writes it
+
+
+def _dumps(obj: Any) -> str:
+    """``_JSON.encode(obj)``, the same text, without making a new C encoder at each call."""
+    if _C_ENCODE is None:  # pragma: no cover - CPython always has the C encoder
+        return _JSON.encode(obj)
     try:
-        texts = rles_to_texts([s.targets[0].segmentation for s in batch], [s.phrase or "" for s in batch],
-                              o.grid_size, o.policy, o.threshold, o.encoding)
-    except (TypeError, ValueError):
-        return {}
-    return {s.id: (_wrap(t), {"label": s.phrase or "", "segmentation": s.targets[0].segmentation})
-            for s, t in zip(batch, texts)}
+        return "".join(_C_ENCODE(obj, 0))
+    except BaseException:
+        _MARKERS.clear()
+        raise
+
+
+def _fill_pieces(template: str, phrase: str) -> list[str]:
+    """The parts of ``_fill(template, phrase, mask)`` between the places the mask goes, for any
+    mask: ``mask.join(parts) == _fill(template, phrase, mask)`` (the same one-pass or
+    replace-twice rule as :func:`segtext.records.prompts._fill`)."""
+    if "{" not in phrase:
+        return template.replace("{phrase}", phrase).split("{mask}")
+    out = [""]
+    for k, part in enumerate(_PLACEHOLDER.split(template)):
+        if k % 2 == 0:
+            out[-1] += part
+        elif part == "phrase":
+            out[-1] += phrase
+        else:
+            out.append("")
+    return out
+
+
+# per style: (text before the question, what comes between the id and the question's JSON string,
+# between the question and the answer, after the answer (then the image part))
+_STYLE_PARTS = {
+    "messages": ("<image>", ', "messages": [{"role": "user", "content": "', '"}, {"role": "assistant", "content": "',
+                 '"}], "images": ['),
+    "llava": ("<image>\n", ', "conversations": [{"from": "human", "value": "', '"}, {"from": "gpt", "value": "', '"}]'),
+    "prompt-completion": ("<image>", ', "prompt": [{"role": "user", "content": "',
+                          '"}], "completion": [{"role": "assistant", "content": "', '"}], "images": ['),
+}
+_STYLE_PARTS["xsam"] = _STYLE_PARTS["llava"]
+_CACHE_LIMIT = 1 << 16  # entries of each piece cache (emptied when full: a cache, not a leak)
+_HEADS: dict[str, dict] = {}  # style -> {(question, answer, phrase): _head(...)}
+_IMAGES: dict[tuple, dict] = {}  # (style, images) -> {(image, image_id, image_size): _image_parts(...)}
+_LOW64 = (1 << 64) - 1
+
+
+def _head(style: str, question: str, answer: str, phrase: str, label: str) -> tuple:
+    """``(head, tail, label part, plain)`` of the line of a sample whose question holds no mask and
+    whose answer holds it once (the line has ``head`` + escaped mask + ``tail``), or ``(None,
+    (question parts, answer parts), label part, plain)``: the escaped template pieces for one
+    phrase; ``plain``: the label needs no JSON escape."""
+    prefix, before_q, between, after_a = _STYLE_PARTS[style]
+    q = [_esc(x)[1:-1] for x in _fill_pieces(prefix + question, phrase)]
+    a = [_esc(x)[1:-1] for x in _fill_pieces(answer, phrase)]
+    lab = ', "label": ' + _dumps(label) + ', "segmentation": '
+    # a label JSON keeps as it is: the mask text (labels, digits, " *", "| ", newlines) escapes by
+    # turning each newline into \n; any other label: the text goes through the escaper
+    plain = type(label) is str and "\n" not in label and _esc(label) == '"' + label + '"'
+    if len(q) == 1 and len(a) == 2:
+        return before_q + q[0] + between + a[0], a[1] + after_a, lab, plain
+    return None, (q, a), lab, plain
+
+
+def _image_parts(style: str, images: str | None, image: Any, image_id: Any,
+                 size: tuple[int, int]) -> tuple[str, str]:
+    """``(before the question, after the answer)``: the image's part of a line (its path, joined
+    to ``images`` when given, where the style puts it, then ``image_id`` and ``image_size``)."""
+    H, W = int(size[0]), int(size[1])
+    eimg = _dumps(image if images is None else os.path.join(images, image))
+    size_part = ', "image_id": ' + _dumps(image_id) + ', "image_size": [' + repr(H) + ", " + repr(W) + "]"
+    if style in ("llava", "xsam"):
+        return ', "image": ' + eimg, size_part
+    return "", eimg + "]" + size_part
+
+
+def _fast_lines(samples: Sequence[Sample], o: Options, seed: int) -> list[str | None]:
+    """The JSON line of each sample of a chunk that is encoded in one compiled call (``None`` for
+    the others, which go through :func:`record_line`): the bytes :func:`line_of` writes for the
+    record of :func:`_record_parts`, put together from escaped pieces (the constant ones cached:
+    the templates filled with a phrase, an image's fields)."""
+    out: list[str | None] = [None] * len(samples)
+    idx, texts = _batch_texts(samples, o)
+    if not idx:
+        return out
+    templates = o.templates or _DEFAULT_TEMPLATES
+    qs, ans = templates.questions["referring"], templates.answers["referring"]
+    nq, na = len(qs), len(ans)
+    style, images = o.style, o.images
+    xsam = style == "xsam"
+    heads = _HEADS.setdefault(style, {})
+    imgs = _IMAGES.setdefault((style, images), {})
+    if len(heads) > _CACHE_LIMIT:
+        heads.clear()
+    if len(imgs) > _CACHE_LIMIT:
+        imgs.clear()
+    seed_bytes = f"{seed}\0".encode("utf-8")
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    esc, dumps, low = _esc, _dumps, _LOW64
+    newline, escaped_newline, backslash, escaped_backslash = "\n", "\\n", "\\", "\\\\"
+    background_plain = _esc(BACKGROUND) == '"' + BACKGROUND + '"'  # the other label of every mask text
+    for k, text in zip(idx, texts):
+        if text is None:
+            continue
+        s = samples[k]
+        try:
+            sid = s.id
+            if type(sid) is str:  # the draws of Templates.choose: two numbers off the hash of seed and id
+                d = from_bytes(blake2b(seed_bytes + sid.encode("utf-8"), digest_size=16).digest(), "big")
+                eid = esc(sid)
+            else:
+                d = from_bytes(blake2b(f"{seed}\0{sid}".encode("utf-8"), digest_size=16).digest(), "big")
+                eid = dumps(sid)
+            q, a, phrase = qs[(d >> 64) % nq], ans[(d & low) % na], s.phrase
+            head = heads.get((q, a, phrase))
+            if head is None:
+                label = phrase or ""
+                head = heads[(q, a, phrase)] = _head(style, q, a, f"<p>{phrase}</p>" if xsam else label, label)
+            head, tail, lab, plain = head
+            image, image_id, size = s.image, s.image_id, s.image_size
+            if type(image) is str and (type(image_id) is int or type(image_id) is str):
+                ikey = (image, image_id, size)
+                parts = imgs.get(ikey)
+                if parts is None:
+                    parts = imgs[ikey] = _image_parts(style, images, image, image_id, size)
+            else:
+                parts = _image_parts(style, images, image, image_id, size)
+            before, after = parts
+            seg = s.targets[0].segmentation
+            h, w = seg["size"]
+            if len(seg) == 2 and type(h) is int and type(w) is int and next(iter(seg)) == "size":
+                # counts the batched call decoded hold only COCO's characters '0'..'o' (it refuses any
+                # other, tests/test_records_bytes.py checks): of those only the backslash is escaped
+                segj = f'{{"size": [{h}, {w}], "counts": "{seg["counts"].replace(backslash, escaped_backslash)}"}}'
+            else:
+                segj = dumps(seg)
+            if xsam:
+                mask, segj = "<SEG>", f"[{segj}]"
+            elif plain and background_plain:
+                mask = f"<seg>{text.replace(newline, escaped_newline)}</seg>"
+            else:
+                mask = f"<seg>{esc(text)[1:-1]}</seg>"
+            if head is None:  # a question that holds the mask, or an answer that does not hold it once
+                qp, ap = tail
+                _, before_q, between, after_a = _STYLE_PARTS[style]
+                head, mask, tail = before_q + mask.join(qp) + between + mask.join(ap) + after_a, "", ""
+            src = s.source
+            if not src:
+                end = ', "task": "referring"}'
+            elif type(src) is dict and len(src) == 2:  # read_coco's {"ann_ids": [id], "category_id": id}, by hand
+                (k1, v1), (k2, v2) = src.items()
+                if k1 == "ann_ids" and k2 == "category_id" and type(v2) is int and type(v1) is list \
+                        and len(v1) == 1 and type(v1[0]) is int:
+                    end = f', "task": "referring", "source": {{"ann_ids": [{v1[0]}], "category_id": {v2}}}}}'
+                else:
+                    end = f', "task": "referring", "source": {dumps(src)}}}'
+            else:
+                end = f', "task": "referring", "source": {dumps(src)}}}'
+            out[k] = f'{{"id": {eid}{before}{head}{mask}{tail}{after}{lab}{segj}{end}'
+        except Exception:  # noqa: BLE001 - anything unusual: this sample goes the general way, which says what
+            out[k] = None
+    return out
 
 
 def make_record(sample: Sample, options: Options, seed: int = 0) -> dict:
@@ -391,6 +576,8 @@ class BuildSummary:
         problems: one message per skipped sample.
         resumed_after: records found in the partial output when resuming (0 otherwise).
         seconds: wall time of this run.
+        answer_tokens: with a ``tokenizer``, ``{"mean", "p95", "max"}`` of the answer lengths in
+            tokens of the records this run wrote (``None`` without one).
 
     Example:
         >>> from segtext.records import BuildSummary
@@ -431,7 +618,7 @@ def line_of(style: str, record_id: str, image: str, question: str, answer: str, 
     """``json.dumps(shape(...))`` (with ``ensure_ascii=False`` and the separators ``", "`` and
     ``": "``), the same bytes, written from the JSON of each part: no record dict is built and
     walked (the tests check the two agree for every style)."""
-    enc = _JSON.encode
+    enc = _dumps
     tail = enc({k: v for k, v in fields.items() if k not in _CONVERSATION_KEYS})
     rest = ", " + tail[1:] if len(tail) > 2 else "}"
     if style == "messages":
@@ -451,10 +638,22 @@ def line_of(style: str, record_id: str, image: str, question: str, answer: str, 
 _CONVERSATION_KEYS = frozenset({"id", "messages", "images", "image", "conversations", "prompt", "completion"})
 
 
-def _chunk_lines(args: tuple) -> list[tuple[str | None, str | None]]:
+def _chunk_lines(args: tuple) -> tuple[list[str], list[str]]:
+    """``(lines, problems)`` of a chunk of samples: the JSON line of each valid sample, in order,
+    and the reason each invalid one was left out (with ``skip_invalid``; see :func:`record_line`)."""
     samples, options, seed, skip_invalid = args
-    done = _batch_texts(samples, options)
-    return [record_line(s, options, seed, skip_invalid, done.get(s.id)) for s in samples]
+    lines = _fast_lines(samples, options, seed)
+    if None not in lines:
+        return lines, []
+    good, problems = [], []
+    for s, line in zip(samples, lines):
+        if line is None:
+            line, problem = record_line(s, options, seed, skip_invalid)
+            if line is None:
+                problems.append(problem)
+                continue
+        good.append(line)
+    return good, problems
 
 
 def _resume_point(partial: str, samples: Sequence[Sample]) -> tuple[int, int]:
@@ -529,8 +728,10 @@ def build(
         skip_invalid: leave out samples that cannot be encoded, counted in the summary,
             instead of stopping at the first.
         progress: show a progress bar on stderr.
-        tokenizer: a Hugging Face tokenizer (or any callable returning token ids) to measure
-            the answers: mean, p95 and max tokens in the summary.
+        tokenizer: a Hugging Face tokenizer (or an object with ``encode(text,
+            add_special_tokens=False)``, or any callable returning token ids) to measure the
+            answers: mean, p95 (numpy's linear percentile) and max tokens in the summary,
+            special tokens not counted. It is tried on a short answer before anything is written.
         backend: ``"processes"`` (``workers`` local processes) or ``"ray"``: the chunks of
             samples become a Ray Data dataset mapped with ``map_batches`` on the cluster
             :func:`ray.init` connected to (one machine or many; start it first, passing
@@ -543,7 +744,8 @@ def build(
     Raises:
         ValueError: an invalid sample (without ``skip_invalid``), a partial output left by an
             earlier run while ``resume`` is False, a partial output that does not belong to
-            these samples, no record at all to write.
+            these samples, no record at all to write, a tokenizer that fails on a test answer.
+        TypeError: a ``tokenizer`` that is neither a tokenizer nor a callable.
         KeyboardInterrupt: passed on after the records written so far are flushed to the
             partial output (resume later with ``resume=True``).
 
@@ -567,6 +769,7 @@ def build(
         raise ValueError(f"backend must be 'processes' or 'ray', got {backend!r}")
     if backend == "ray":
         _check_ray()
+    count = None if tokenizer is None else _token_counter(tokenizer)  # a bad tokenizer fails before any write
     samples = list(samples)
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
@@ -601,15 +804,15 @@ def build(
                 results = pool.imap(_chunk_lines, chunks)
             else:
                 results = map(_chunk_lines, chunks)
-            for chunk, lines in zip(chunks, results):
-                good = [line for line, _ in lines if line is not None]
-                problems.extend(p for _, p in lines if p is not None)
+            for chunk, (good, bad) in zip(chunks, results):
+                problems.extend(bad)
                 if good:
-                    f.write("\n".join(good) + "\n")
+                    f.write("\n".join(good))
+                    f.write("\n")
                     f.flush()
                 written += len(good)
-                if tokenizer is not None:
-                    lengths.extend(_answer_tokens(line, tokenizer) for line in good)
+                if count is not None and good:
+                    lengths.extend(count([_answer_of(line) for line in good]))
                 if bar is not None:
                     bar.update(len(chunk[0]))
         except BaseException as e:
@@ -685,14 +888,40 @@ def _ray_results(chunks: list) -> Any:
         ctx.execution_options.preserve_order = keep
 
 
-def _answer_tokens(line: str, tokenizer: Any) -> int:
+def _answer_of(line: str) -> str:
+    """The answer (the last turn's text) of a written record line."""
     rec = json.loads(line)
     if "messages" in rec:
-        answer = rec["messages"][-1]["content"]
-    elif "completion" in rec:
-        answer = rec["completion"][-1]["content"]
+        return rec["messages"][-1]["content"]
+    if "completion" in rec:
+        return rec["completion"][-1]["content"]
+    return rec["conversations"][-1]["value"]
+
+
+def _token_counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:
+    """A function giving the token count of each of a list of answers, special tokens left out.
+
+    A Hugging Face tokenizer (``encode`` and a batch ``__call__``) encodes a whole chunk in one
+    call; an object with ``encode(text, add_special_tokens=False)`` or a plain callable
+    returning a sequence of ids goes one answer at a time. Tried on a short answer first, so
+    that a tokenizer that cannot be used fails before any record is written."""
+    encode = getattr(tokenizer, "encode", None)
+    if callable(encode) and callable(tokenizer) and hasattr(tokenizer, "convert_ids_to_tokens"):
+        def count(answers: list[str]) -> list[int]:
+            return [len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]]
+    elif callable(encode):
+        def count(answers: list[str]) -> list[int]:
+            return [len(encode(a, add_special_tokens=False)) for a in answers]
+    elif callable(tokenizer):
+        def count(answers: list[str]) -> list[int]:
+            return [len(tokenizer(a)) for a in answers]
     else:
-        answer = rec["conversations"][-1]["value"]
-    if hasattr(tokenizer, "encode"):
-        return len(tokenizer.encode(answer, add_special_tokens=False))
-    return len(tokenizer(answer))
+        raise TypeError("tokenizer must be a Hugging Face tokenizer, an object with encode(text, "
+                        f"add_special_tokens=False) or a callable returning token ids, got {type(tokenizer).__name__}")
+    try:
+        probe = count(["<seg>others *16\n</seg>"])
+    except Exception as e:  # noqa: BLE001 - whatever the tokenizer raises, said before anything is written
+        raise ValueError(f"tokenizer: cannot encode a test answer: {type(e).__name__}: {e}") from None
+    if len(probe) != 1 or probe[0] < 1:
+        raise ValueError(f"tokenizer: a test answer gave {probe} token counts; expected one count of at least 1")
+    return count

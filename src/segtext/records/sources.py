@@ -197,9 +197,8 @@ class _Instances:
             if isinstance(cat, dict) and isinstance(cat.get("name"), str):
                 self.names[cat.get("id")] = cat["name"]
         self.annotations: list[dict] = [a for a in data["annotations"] if isinstance(a, dict)]
-        self.by_id: dict[Any, dict] = {}
-        for ann in self.annotations:
-            self.by_id.setdefault(ann.get("id"), ann)
+        # the first annotation of each id (the reversed order makes the first one win)
+        self.by_id: dict[Any, dict] = {ann.get("id"): ann for ann in reversed(self.annotations)}
 
     def image(self, image_id: Any, where: str) -> tuple[str, tuple[int, int]]:
         """``(file_name, (H, W))`` of an image, or a SourceError naming ``where``."""
@@ -272,22 +271,34 @@ def read_coco(
     inst = _Instances(instances)
     samples: list[Sample] = []
     per_image: dict[Any, list[Target]] = {}
+    seen: dict[Any, tuple[str, tuple[int, int]]] = {}  # image id -> (file name, size), each image read once
+    names = inst.names
+    referring = task == "referring"
     for ann in inst.annotations:
         if ann.get("iscrowd") and not include_crowd:
             continue
-        where = f"annotation {ann.get('id')!r}"
-        try:
-            file_name, size = inst.image(ann.get("image_id"), where)
-            target = inst.target(ann, inst.label(ann), where)
+        aid, image_id, cat = ann.get("id"), ann.get("image_id"), ann.get("category_id")
+        try:  # the checks of inst.image, inst.label and inst.target, in that order; their messages
+            try:
+                file_name, size = seen[image_id]
+            except KeyError:
+                file_name, size = seen[image_id] = inst.image(image_id, f"annotation {aid!r}")
+            label = names.get(cat)
+            if label is None:
+                label = inst.label(ann)  # raises, naming the category
+            seg = ann.get("segmentation")
+            if (type(seg) is dict or type(seg) is list) and seg:
+                target = Target(label, seg, aid)
+            else:
+                target = inst.target(ann, label, f"annotation {aid!r}")
         except SourceError as e:
             _report(str(e), skip_invalid, problems)
             continue
-        if task == "referring":
-            samples.append(Sample(f"ann{ann.get('id')}", "referring", file_name, ann.get("image_id"), size,
-                                  [target], phrase=target.label,
-                                  source={"ann_ids": [ann.get("id")], "category_id": ann.get("category_id")}))
+        if referring:
+            samples.append(Sample(f"ann{aid}", "referring", file_name, image_id, size, [target], label,
+                                  {"ann_ids": [aid], "category_id": cat}))
         else:
-            per_image.setdefault(ann.get("image_id"), []).append(target)
+            per_image.setdefault(image_id, []).append(target)
     for image_id, targets in per_image.items():
         file_name, size = inst.image(image_id, f"image {image_id!r}")
         samples.append(Sample(f"img{image_id}", task, file_name, image_id, size, targets,
