@@ -40,9 +40,12 @@ def qwen_tokenizer(tmp_path_factory):
     return qwen2_tokenizer(cache_dir=os.environ.get("SEGTEXT_TEST_CACHE") or tmp_path_factory.mktemp("qwen"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def torch_one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread is several times faster."""
+    """Tiny models on a shared 2-core machine: one torch thread is several times faster.
+
+    Module-scoped, so that a module's ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``
+    sets it before the module's own module-scoped fixtures (a training run) are made."""
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
     torch.set_num_threads(1)

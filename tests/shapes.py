@@ -1,4 +1,4 @@
-"""Four 64 x 64 shapes with edges on 8-pixel cells, shared by the model tests."""
+"""Four 64 x 64 shapes with edges on 8-pixel cells, and their COCO RLEs, shared by the model tests."""
 
 import numpy as np
 
@@ -20,3 +20,12 @@ def four_shapes() -> list[np.ndarray]:
             m[:, 16:48] = True
         out.append(m)
     return out
+
+
+def coco_rle(mask: np.ndarray) -> dict:
+    """The compressed COCO RLE of a binary mask (``counts`` as ``str``), as records hold it."""
+    import pycocotools.mask as pm
+
+    rle = pm.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode()
+    return rle

@@ -17,7 +17,6 @@ import segtext as st
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
-pm = pytest.importorskip("pycocotools.mask")
 
 from segtext.model import XSamSegmenter  # noqa: E402
 from segtext.model.xsam_model import (  # noqa: E402
@@ -27,23 +26,10 @@ from segtext.model.xsam_model import (  # noqa: E402
     XSamSemanticResult,
 )
 
+from shapes import coco_rle  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 QUESTION = "Segment the image into: {classes}."
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_for_module_fixtures():
-    """The module-scoped fixtures (the training) run before the function-scoped torch_one_thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _rle(m):
-    rle = pm.encode(np.asfortranarray(m.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode()
-    return rle
 
 
 def _iou(a, b):
@@ -76,7 +62,7 @@ def _records(scenes):
         q = "<image>\n" + QUESTION.replace("{classes}", ", ".join(f"<p>{n}</p>" for n, _ in order))
         recs.append({"id": f"sem{k}", "image": img, "task": "semantic",
                      "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": "Sure, <SEG>."}],
-                     "segmentation": [_rle(m) for _, m in order]})
+                     "segmentation": [coco_rle(m) for _, m in order]})
     return recs
 
 

@@ -14,28 +14,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
-pm = pytest.importorskip("pycocotools.mask")
 from PIL import Image  # noqa: E402
-from shapes import four_shapes  # noqa: E402
+from shapes import coco_rle, four_shapes  # noqa: E402
 
 from segtext.model import XSamSegmenter, _qwen  # noqa: E402
 from segtext.model.xsam import Backbone, SegHead, SegHeadConfig, VisionTowerBackbone  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_for_module_fixtures():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _rle(m):
-    rle = pm.encode(np.asfortranarray(m.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode()
-    return rle
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +109,7 @@ def records():
     for k, m in enumerate(shapes[:2]):
         img = np.full((64, 64, 3), 90, np.uint8)
         img[m] = (200, 30, 30)
-        recs.append({"id": f"vt{k}", "image": img, "segmentation": [_rle(m)],
+        recs.append({"id": f"vt{k}", "image": img, "segmentation": [coco_rle(m)],
                      "conversations": [{"from": "human", "value": "<image>\nSegment <p>the shape</p>."},
                                        {"from": "gpt", "value": "<SEG>"}]})
     return recs

@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from shapes import four_shapes
+from shapes import coco_rle, four_shapes
 
 import segtext as st
 from segtext import records
@@ -20,7 +20,6 @@ from segtext import records
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
-pm = pytest.importorskip("pycocotools.mask")
 from PIL import Image  # noqa: E402
 
 from segtext.model import XSamResult, XSamSegmenter  # noqa: E402
@@ -32,23 +31,7 @@ COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_for_module_fixtures():
-    """The module-scoped training fixture runs before the function-scoped torch_one_thread:
-    without this it trained on every core (several times slower on the shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 _shapes = four_shapes
-
-
-def _rle(m):
-    rle = pm.encode(np.asfortranarray(m.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode()
-    return rle
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +44,7 @@ def data(tmp_path_factory):
         img[m] = COLORS[k]
         Image.fromarray(img).save(d / f"img{k}.png")
         samples.append(records.Sample(f"s{k}", "referring", f"img{k}.png", k, (64, 64),
-                                      [records.Target(NAMES[k], _rle(m))], phrase=NAMES[k]))
+                                      [records.Target(NAMES[k], coco_rle(m))], phrase=NAMES[k]))
     templates = records.load_templates({"referring": {"questions": ["Segment {phrase}."], "answers": ["{mask}"]}})
     recs = [records.make_record(s, records.Options(style="xsam", templates=templates)) for s in samples]
     path = d / "records.jsonl"
@@ -135,7 +118,7 @@ def test_the_phrase_decides_the_mask():
         img[red], img[green] = (200, 30, 30), (30, 200, 30)
         for name, m in (("red", red), ("green", green)):
             samples.append(records.Sample(f"{name}{k}", "referring", img, k, (64, 64),
-                                          [records.Target(name, _rle(m))], phrase=name))
+                                          [records.Target(name, coco_rle(m))], phrase=name))
             cases.append((img, name, m))
     recs = [records.make_record(s, records.Options(style="xsam", templates=templates)) for s in samples]
     seg = XSamSegmenter.tiny(seed=1)
@@ -207,7 +190,7 @@ def _rec(d, **over):
     base = {"id": "r1", "image": str(d / "img0.png"), "image_size": [64, 64],
             "conversations": [{"from": "human", "value": "<image>\nSegment <p>square</p>."},
                               {"from": "gpt", "value": "<SEG>"}],
-            "segmentation": [_rle(_shapes()[0])]}
+            "segmentation": [coco_rle(_shapes()[0])]}
     base.update(over)
     return base
 
@@ -227,11 +210,11 @@ def _turns(q, a):
     (lambda d: _rec(d, conversations=_turns("<image>\n<p>square</p>", "<SEG> and <SEG>")),
      "record 'r1': exactly one <SEG> per sample"),
     (lambda d: _rec(d, conversations=_turns("<image>\n<p>a</p> <p>b</p> <p>c</p>", "<SEG>"),
-                    segmentation=[_rle(_shapes()[0])] * 2), "record 'r1': 2 masks for 3"),
+                    segmentation=[coco_rle(_shapes()[0])] * 2), "record 'r1': 2 masks for 3"),
     (lambda d: _rec(d, conversations=_turns("<image>\nSegment it.", "<SEG>")), "record 'r1': the question has no <p>"),
     (lambda d: _rec(d, conversations=_turns("<image>\nSegment <p>square.", "<SEG>")),
      "record 'r1': unbalanced or nested"),
-    (lambda d: _rec(d, segmentation=[_rle(np.zeros((32, 32), bool))]),
+    (lambda d: _rec(d, segmentation=[coco_rle(np.zeros((32, 32), bool))]),
      r"record 'r1': segmentation 0 has size \[32, 32\] but the image is \[64, 64\]"),
     (lambda d: _rec(d, segmentation=["oops"]), "record 'r1': segmentation 0 must be a COCO RLE"),
     (lambda d: _rec(d, conversations=[{"from": "human", "value": "<image>\n<p>x</p>"}]),
@@ -313,4 +296,4 @@ def test_no_target_records_of_segtext_build_train_the_lm_only(data):
     assert all(np.isfinite(seg.fit([rec, {**recs[0], "image": str(d / "img0.png")}], steps=2)))
     # a record with target masks must still answer with <SEG>
     with pytest.raises(ValueError, match="the answer has no <SEG>"):
-        seg.losses([{**rec, "segmentation": [_rle(shapes[0])]}])
+        seg.losses([{**rec, "segmentation": [coco_rle(shapes[0])]}])
