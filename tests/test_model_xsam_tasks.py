@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import segtext as st
+from segtext import records
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -29,7 +30,7 @@ from segtext.model.xsam_model import (  # noqa: E402
 from shapes import coco_rle  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-QUESTION = "Segment the image into: {classes}."
+QUESTION = "Segment the image. Categories: {classes}."
 
 
 def _iou(a, b):
@@ -53,17 +54,31 @@ def _scenes():
     return out
 
 
+TEMPLATES = {"semantic": {"questions": ["Segment the image."], "answers": ["Sure, {mask}."]}}
+
+
 def _records(scenes):
-    """xsam records of the semantic kind: every class as <p>...</p>, one mask per class in order;
-    half of them list the classes the other way round (so the prototypes, not the slots, name them)."""
+    """xsam records of the semantic kind, as segtext.records writes them: every class as
+    <p>...</p> in the question, one <SEG> in the answer, one mask per class in order; half of them
+    list the classes the other way round (so the prototypes, not the slots, name them)."""
+    options = records.Options(style="xsam", templates=records.load_templates(TEMPLATES))
     recs = []
     for k, (img, red, green) in enumerate(scenes):
         order = [("red", red), ("green", green)] if k % 2 == 0 else [("green", green), ("red", red)]
-        q = "<image>\n" + QUESTION.replace("{classes}", ", ".join(f"<p>{n}</p>" for n, _ in order))
-        recs.append({"id": f"sem{k}", "image": img, "task": "semantic",
-                     "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": "Sure, <SEG>."}],
-                     "segmentation": [coco_rle(m) for _, m in order]})
+        sample = records.Sample(f"sem{k}", "semantic", f"sem{k}.png", k, (64, 64),
+                                [records.Target(n, coco_rle(m)) for n, m in order])
+        rec = records.make_record(sample, options)
+        rec["image"] = img  # the picture itself instead of a file
+        recs.append(rec)
     return recs
+
+
+def test_builder_writes_the_records_fit_reads(scenes):
+    rec = _records(scenes)[1]
+    assert rec["conversations"][0]["value"] == "<image>\n" + QUESTION.format(classes="<p>green</p>, <p>red</p>")
+    assert rec["conversations"][1]["value"] == "Sure, <SEG>."
+    assert rec["classes"] == ["green", "red"] and rec["segment_classes"] == [0, 1]
+    assert rec["segmentation"] == [coco_rle(scenes[1][2]), coco_rle(scenes[1][1])]
 
 
 @pytest.fixture(scope="module")

@@ -211,6 +211,11 @@ def _turns(q, a):
      "record 'r1': exactly one <SEG> per sample"),
     (lambda d: _rec(d, conversations=_turns("<image>\n<p>a</p> <p>b</p> <p>c</p>", "<SEG>"),
                     segmentation=[coco_rle(_shapes()[0])] * 2), "record 'r1': 2 masks for 3"),
+    (lambda d: _rec(d, conversations=_turns("<image>\n<p>a</p> <p>b</p>", "<SEG>"), segment_classes=[2]),
+     r"record 'r1': segment_classes must be a list of 1 phrase indexes \(ints in 0..1\)"),
+    (lambda d: _rec(d, segment_classes=[0, 0]), "record 'r1': segment_classes must be a list of 1"),
+    (lambda d: _rec(d, segment_classes=[True]), "record 'r1': segment_classes must be"),
+    (lambda d: _rec(d, segment_classes=0), "record 'r1': segment_classes must be"),
     (lambda d: _rec(d, conversations=_turns("<image>\nSegment it.", "<SEG>")), "record 'r1': the question has no <p>"),
     (lambda d: _rec(d, conversations=_turns("<image>\nSegment <p>square.", "<SEG>")),
      "record 'r1': unbalanced or nested"),
@@ -297,3 +302,22 @@ def test_no_target_records_of_segtext_build_train_the_lm_only(data):
     # a record with target masks must still answer with <SEG>
     with pytest.raises(ValueError, match="the answer has no <SEG>"):
         seg.losses([{**rec, "segmentation": [coco_rle(shapes[0])]}])
+
+
+def test_several_masks_of_a_class_and_a_negative_class(data):
+    """An instances record as segtext build --style xsam writes it: two masks of one class, a
+    listed class without any mask (a negative); the targets name each mask's class."""
+    d = data[0]
+    shapes = _shapes()
+    sample = records.Sample("inst", "instances", "img0.png", 0, (64, 64),
+                            [records.Target("thing", coco_rle(shapes[0])), records.Target("thing", coco_rle(shapes[1]))])
+    rec = records.make_record(sample, records.Options(style="xsam", images=str(d)))
+    assert rec["classes"] == ["thing"] and rec["segment_classes"] == [0, 0]
+    rec["conversations"][0]["value"] = rec["conversations"][0]["value"][:-1] + ", <p>nothing</p>."
+    rec["classes"].append("nothing")
+    seg = XSamSegmenter.tiny()
+    items = seg._records([rec], None)
+    assert items[0]["labels"] == [0, 0] and items[0]["n_phrases"] == 2
+    out = seg.losses([rec])
+    assert torch.isfinite(out["loss"]) and out["mask"] > 0
+

@@ -204,6 +204,80 @@ def test_styles(layout, tmp_path, style):
             assert answer_of(rec).count("<SEG>") == len(rec["segmentation"])
 
 
+@pytest.mark.parametrize("task", ["semantic", "instances"])
+def test_xsam_class_records_list_the_categories_and_keep_one_seg(layout, tmp_path, task):
+    """X-SAM's generic segmentation: the categories as <p>...</p> in the question, exactly one <SEG>
+    in the answer, every mask in segmentation with the index of its category (several masks of a
+    category in the instances task, named by the category, not 'cat 2')."""
+    data = layout["instances_data"]
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    samples = records.read_coco(layout["refcoco_instances"], task)
+    out = tmp_path / "x.jsonl"
+    records.build(samples, out, records.Options(style="xsam"))
+    recs = read_jsonl(out)
+    assert len(recs) == len(samples)
+    several = 0
+    for rec, s in zip(recs, samples):
+        question, answer = rec["conversations"][0]["value"], answer_of(rec)
+        assert answer.count("<SEG>") == 1 and "<p>" not in answer
+        assert question.endswith(" Categories: " + ", ".join(f"<p>{c}</p>" for c in rec["classes"]) + ".")
+        assert "segments" not in rec and len(rec["classes"]) == len(set(rec["classes"]))
+        anns = [a for a in data["annotations"] if a["image_id"] == s.image_id and not a.get("iscrowd")]
+        if task == "instances":
+            assert [rec["classes"][k] for k in rec["segment_classes"]] == [names[a["category_id"]] for a in anns]
+            for seg, a in zip(rec["segmentation"], anns):
+                np.testing.assert_array_equal(dense(seg), dense(st.coco.to_rle(a["segmentation"], s.image_size)))
+            several += len(rec["segment_classes"]) > len(rec["classes"])
+        else:
+            assert rec["segment_classes"] == list(range(len(rec["classes"])))
+            for seg, c in zip(rec["segmentation"], rec["classes"]):
+                union = np.zeros(s.image_size, bool)
+                for a in anns:
+                    if names[a["category_id"]] == c:
+                        union |= dense(st.coco.to_rle(a["segmentation"], s.image_size)).astype(bool)
+                np.testing.assert_array_equal(dense(seg).astype(bool), union)
+    assert task == "semantic" or several  # the fixture has an image with two masks of one category
+
+
+def test_xsam_negatives_list_absent_categories_reproducibly(layout, tmp_path):
+    samples = records.read_coco(layout["refcoco_instances"], "instances")
+    vocab = records.dataset_classes(samples)
+    assert vocab == list(dict.fromkeys(t.label for s in samples for t in s.targets))
+    plain = read_jsonl(_built(samples, tmp_path / "plain.jsonl", records.Options(style="xsam")))
+    runs = [read_jsonl(_built(samples, tmp_path / f"n{k}.jsonl", records.Options(style="xsam", negatives=2,
+                                                                               classes=vocab), seed=seed))
+            for k, seed in enumerate((0, 0, 1))]
+    assert runs[0] == runs[1] and runs[0] != runs[2]  # the seed decides, nothing else
+    orders = set()
+    for rec, before in zip(runs[0], plain):
+        present = set(before["classes"])
+        absent = [c for c in rec["classes"] if c not in present]
+        assert set(rec["classes"]) >= present and len(absent) == min(2, len(vocab) - len(present))
+        assert set(absent) <= set(vocab) and len(set(rec["classes"])) == len(rec["classes"])
+        # every mask keeps its category under the new order; no mask names a negative
+        assert ([rec["classes"][k] for k in rec["segment_classes"]]
+                == [before["classes"][k] for k in before["segment_classes"]])
+        assert rec["segmentation"] == before["segmentation"]
+        assert rec["conversations"][0]["value"].endswith(", ".join(f"<p>{c}</p>" for c in rec["classes"]) + ".")
+        orders.add(tuple(rec["classes"]).index(before["classes"][0]))
+    assert len(orders) > 1  # the present categories do not always come first
+    with pytest.raises(ValueError, match="negatives need classes"):
+        records.Options(style="xsam", negatives=1)
+    with pytest.raises(ValueError, match="xsam records only"):
+        records.Options(negatives=1, classes=["cat"])
+    with pytest.raises(ValueError, match="non-negative int"):
+        records.Options(style="xsam", negatives=-1, classes=["cat"])
+    with pytest.raises(ValueError, match="classes must be a list of non-empty str"):
+        records.Options(style="xsam", negatives=1, classes=["cat", ""])
+    with pytest.raises(TypeError, match="samples must be a list of Sample"):
+        records.dataset_classes("cat")
+
+
+def _built(samples, out, options, seed=0):
+    records.build(samples, out, options, seed=seed)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ templates
 
 
@@ -448,6 +522,17 @@ def test_panoptic_records_from_the_real_sample(tmp_path, task):
         for seg in rec["segments"]:  # the scoring masks are the PNG's own
             np.testing.assert_array_equal(dense(seg["segmentation"]).astype(bool),
                                           label_map == labels.index(seg["label"]))
+    xsam = tmp_path / "x.jsonl"  # X-SAM's records: the categories in the question, one <SEG>
+    records.build(samples, xsam, records.Options(style="xsam"))
+    cats = {c["id"]: c["name"] for c in data["categories"]}
+    for rec, ann in zip(read_jsonl(xsam), data["annotations"]):
+        assert rec["conversations"][1]["value"].count("<SEG>") == 1
+        listed = [cats[s["category_id"]] for s in ann["segments_info"]]
+        assert sorted(rec["classes"]) == sorted(set(listed))
+        if task == "instances":  # one mask per segment, named by its category
+            assert sorted(rec["classes"][k] for k in rec["segment_classes"]) == sorted(listed)
+        else:
+            assert rec["segment_classes"] == list(range(len(rec["classes"])))
     bsd = tmp_path / "b.jsonl"
     records.build(samples, bsd, records.Options(encoding="bsd", resolution=32, verify=True))
     for rec in read_jsonl(bsd):
@@ -509,6 +594,19 @@ def test_cli_build_panoptic_and_semantic(tmp_path):
                     "--style", "llava", "-o", str(out), "--no-progress", "--verify")
         assert r.returncode == 0, r.stderr
         assert len(read_jsonl(out)) == 2
+        xsam = tmp_path / "x.jsonl"  # negatives from all 133 categories of the panoptic JSON
+        r = run_cli("build", "panoptic", "--panoptic", str(SHARED / "panoptic_examples.json"), "--png-dir",
+                    str(SHARED / "panoptic_examples"), "--style", "xsam", "--negatives", "3", "-o", str(xsam),
+                    "--no-progress")
+        assert r.returncode == 0, r.stderr
+        names = {c["name"] for c in json.loads((SHARED / "panoptic_examples.json").read_text())["categories"]}
+        for rec in read_jsonl(xsam):
+            named = {rec["classes"][k] for k in rec["segment_classes"]}
+            assert len(rec["classes"]) == len(named) + 3 and set(rec["classes"]) <= names
+        r = run_cli("build", "panoptic", "--panoptic", str(SHARED / "panoptic_examples.json"), "--png-dir",
+                    str(SHARED / "panoptic_examples"), "--negatives", "3", "-o", str(tmp_path / "y.jsonl"),
+                    "--no-progress")
+        assert r.returncode == 2 and "xsam records only" in r.stderr
     d = tmp_path / "maps"
     d.mkdir()
     Image.fromarray(np.array([[0, 1], [2, 2]], np.uint8)).save(d / "x.png")

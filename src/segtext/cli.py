@@ -281,6 +281,9 @@ def _add_build_parser(sub) -> None:
                        help="foreground fraction for majority, in (0, 1] (default 0.5)")
         p.add_argument("--style", choices=("messages", "llava", "prompt-completion", "xsam"),
                        default="messages", help="record layout (default messages)")
+        p.add_argument("--negatives", type=_non_negative_int, default=0, metavar="N",
+                       help="--style xsam, semantic/instances/panoptic: also list N categories absent from "
+                            "the image (X-SAM's negatives), drawn from the dataset's categories (default 0)")
         p.add_argument("--images", metavar="DIR", help="folder joined to each image file name")
         p.add_argument("--templates", metavar="JSON", help="question/answer templates replacing the built-in ones")
         p.add_argument("--seed", type=int, default=0, help="seeds the template choices (default 0)")
@@ -325,6 +328,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
                                             skip_invalid=args.skip_invalid, problems=problems)
         else:
             samples = records.read_semantic(args.label_dir, args.classes, args.ignore_index)
+        # negatives come from every category of the dataset (before any shard or limit, so all
+        # parts of a sharded build draw from the same list)
+        classes = records.dataset_classes(samples) if args.negatives else None
         if args.shard is not None:
             i, n = args.shard
             samples = samples[i::n]
@@ -334,7 +340,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         options = records.Options(
             encoding=args.encoding, grid_size=args.grid_size, resolution=args.resolution,
             policy=args.policy, threshold=args.threshold, box_format=args.box_format, style=args.style,
-            images=args.images, templates=templates, verify=args.verify)
+            images=args.images, templates=templates, verify=args.verify, negatives=args.negatives,
+            classes=classes)
         if args.ray:
             _start_ray(args.ray)
         summary = records.build(samples, args.output, options, seed=args.seed, workers=args.workers,

@@ -30,10 +30,11 @@ alone) to :class:`~segtext.model.xsam.SegHead` the way X-SAM does (``MODEL_NOTES
   (:func:`~segtext.model.xsam.panoptic_inference`) an :class:`XSamPanopticResult` (a segment id
   map and one info dict per segment). Both write themselves as text with the core's encoders.
   Training data for it: records whose question lists the classes as ``<p>...</p>`` and whose
-  ``segmentation`` holds one mask per class, in the same order. A class listed but absent from
-  the image needs an empty mask there (a query is then matched to it and learns an empty mask);
-  X-SAM instead lists sampled negative classes without any target, which these records cannot
-  express yet.
+  ``segmentation`` holds one mask per class, in the same order, or, with ``segment_classes``
+  (the index of each mask's class among the listed ones), any number of masks per class: the
+  instances and panoptic records ``segtext build --style xsam`` writes. A listed class that no
+  mask names is a negative (X-SAM lists sampled negative classes that way): no query is matched
+  to it, so the head learns not to predict it.
 
 The head's backbone is :class:`~segtext.model.xsam.TinyConvBackbone` by default (on the raw
 image resized to ``head_size``), or, with ``backbone="vision_tower"``, the VLM's own vision
@@ -710,7 +711,14 @@ class XSamSegmenter:
             masks = [_decode_segmentation(s, size, where, k) for k, s in enumerate(segs)]
             if masks and n_phrases == 0:
                 raise ValueError(f"{where}: the question has no <p>...</p> phrase for the target masks")
-            if len(masks) == n_phrases:
+            classes = rec.get("segment_classes")
+            if classes is not None:  # several masks of one class (instances, panoptic): each mask's phrase
+                if (not isinstance(classes, list) or len(classes) != len(masks)
+                        or not all(type(c) is int and 0 <= c < n_phrases for c in classes)):
+                    raise ValueError(f"{where}: segment_classes must be a list of {len(masks)} phrase indexes "
+                                     f"(ints in 0..{n_phrases - 1}), one per mask, got {classes!r}")
+                labels = list(classes)
+            elif len(masks) == n_phrases:
                 labels = list(range(len(masks)))
             elif n_phrases == 1:
                 labels = [0] * len(masks)

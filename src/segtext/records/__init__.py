@@ -33,6 +33,7 @@ from segtext.records.prompts import TASKS, Templates, default_templates, load_te
 from segtext.records.sources import (
     Sample,
     Target,
+    dataset_classes,
     read_class_names,
     read_coco,
     read_grefcoco,
@@ -54,6 +55,7 @@ __all__ = [
     "Target",
     "Templates",
     "build",
+    "dataset_classes",
     "default_templates",
     "encode_sample",
     "load_templates",

@@ -15,6 +15,7 @@ import hashlib
 import json
 import json.encoder
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +61,12 @@ class Options:
         templates: the question and answer templates (``None``: the built-in ones).
         verify: decode every answer in strict mode and check it against the grid computed
             from the source mask (a ``ValueError`` if it differs).
+        negatives: ``xsam`` style, semantic and instances samples: list this many categories
+            absent from the image beside the present ones (X-SAM's sampled negatives; fewer
+            when ``classes`` has fewer), drawn from ``classes`` and shuffled in with the present
+            ones by the sample's own seeded generator.
+        classes: the category names negatives are drawn from (:func:`dataset_classes` gives
+            those of a list of samples); needed when ``negatives`` is set.
 
     Example:
         >>> from segtext.records import Options
@@ -77,8 +84,24 @@ class Options:
     images: str | None = None
     templates: Templates | None = None
     verify: bool = False
+    negatives: int = 0
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        n = self.negatives
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"negatives must be a non-negative int, got {n!r}")
+        if self.classes is not None:
+            names = self.classes
+            if isinstance(names, str) or not all(isinstance(c, str) and c for c in names):
+                raise ValueError("classes must be a list of non-empty str (the category names negatives are "
+                                 f"drawn from), got {names!r}")
+            object.__setattr__(self, "classes", tuple(dict.fromkeys(names)))
+        if n and self.style != "xsam":
+            raise ValueError(f"negatives are listed in xsam records only (style='xsam'), not style={self.style!r}")
+        if n and not self.classes:
+            raise ValueError("negatives need classes, the category names to draw them from "
+                             "(segtext.records.dataset_classes(samples) gives them)")
         if self.encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         if self.style not in STYLES:
@@ -216,6 +239,9 @@ def _encode_png(sample: Sample, o: Options) -> tuple[str, dict, tuple[int, int]]
     (H, W), label_map, labels, ignore, block_names = _png_parts(sample)
     present = [int(v) for v in np.unique(label_map) if v != 0 and v != ignore and v < len(labels)]
     score = {"segments": [{"label": labels[v], "segmentation": _rle_of(label_map == v)} for v in present]}
+    if o.style == "xsam":  # X-SAM names each mask by its category ("person", not "person 2")
+        for seg, v in zip(score["segments"], present):
+            seg["class"] = block_names[v]
     if o.encoding == "bsd":
         objects = [(block_names[v], label_map == v) for v in present]
         text = encode_bsd(objects, (H, W), o.resolution, o.policy, o.threshold, box_format=o.box_format)
@@ -269,6 +295,9 @@ def _encode(sample: Sample, o: Options) -> tuple[str, dict]:
             names.append(f"{t.label} {seen[t.label]}" if o.encoding != "bsd" else t.label)
         parts = rles
     score = {"segments": [{"label": n, "segmentation": r} for n, r in zip(names, parts)]}
+    if o.style == "xsam" and sample.task == "instances":  # X-SAM names a category ("cat", not "cat 2")
+        for seg, t in zip(score["segments"], sample.targets):
+            seg["class"] = t.label
     if o.encoding == "bsd":
         text = encode_bsd(list(zip(names, parts)), (H, W), o.resolution, o.policy, o.threshold,
                           box_format=o.box_format, skip_empty=True)
@@ -540,17 +569,24 @@ def _record_parts(sample: Sample, options: Options, seed: int,
     if kind == "referring":
         kind = "no_target" if not sample.targets else ("multi_target" if len(sample.targets) > 1 else "referring")
     phrase = sample.phrase
-    if options.style == "xsam":  # X-SAM: the phrase as <p>...</p>, one <SEG> per mask
+    classes = None
+    if options.style == "xsam":  # X-SAM: the phrase as <p>...</p>, one <SEG> per answer
+        mask = "<SEG>" if sample.targets or score.get("segments") else ""
         if sample.task == "referring":
             phrase = f"<p>{sample.phrase}</p>"
-            mask = "<SEG>" if sample.targets else ""
             score["segmentation"] = [score["segmentation"]] if sample.targets else []
-        else:
-            if sample.task == "instances":  # X-SAM names a category, not a numbered instance
-                for seg, t in zip(score["segments"], sample.targets):
-                    seg["label"] = t.label
-            mask = "".join(f"<p>{s['label']}</p><SEG>" for s in score["segments"])
+        else:  # the categories in the question, every mask in segmentation with its category's index
+            segments = score.pop("segments")
+            names = [seg.get("class", seg["label"]) for seg in segments]
+            classes = list(dict.fromkeys(names))
+            if options.negatives:
+                classes = _with_negatives(classes, options, seed, sample.id)
+            score["segmentation"] = [seg["segmentation"] for seg in segments]
+            score["classes"] = classes
+            score["segment_classes"] = [classes.index(n) for n in names]
     question, answer = templates.choose(kind, phrase, mask, seed, sample.id)
+    if classes:
+        question = f"{question.rstrip()} Categories: {', '.join(f'<p>{c}</p>' for c in classes)}."
     image = sample.image if options.images is None else os.path.join(options.images, sample.image)
     size = score.pop("image_size", None) or [int(sample.image_size[0]), int(sample.image_size[1])]
     fields = {"image_id": sample.image_id, "image_size": size}
@@ -559,6 +595,17 @@ def _record_parts(sample: Sample, options: Options, seed: int,
     if sample.source:
         fields["source"] = sample.source
     return options.style, sample.id, image, question, answer, fields
+
+
+def _with_negatives(present: list[str], options: Options, seed: int, sample_id: Any) -> list[str]:
+    """``present`` and up to ``options.negatives`` absent categories of ``options.classes``, in an
+    order drawn (like the sample's templates) from the build's seed and the sample's id."""
+    rng = random.Random(hashlib.blake2b(f"negatives\0{seed}\0{sample_id}".encode("utf-8"), digest_size=16).digest())
+    known = set(present)
+    absent = [c for c in options.classes or () if c not in known]
+    listed = present + rng.sample(absent, min(options.negatives, len(absent)))
+    rng.shuffle(listed)
+    return listed
 
 
 _DEFAULT_TEMPLATES = default_templates()

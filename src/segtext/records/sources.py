@@ -29,7 +29,7 @@ import gc
 import json
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ import numpy as np
 from segtext._validate import check_image_size
 from segtext.labels import BACKGROUND, check_label
 
-__all__ = ["Sample", "Target", "read_class_names", "sample_from_dict", "sample_to_dict", "read_coco", "read_grefcoco", "read_label_png",
+__all__ = ["Sample", "Target", "dataset_classes", "read_class_names", "sample_from_dict", "sample_to_dict", "read_coco", "read_grefcoco", "read_label_png",
            "read_panoptic", "read_refcoco", "read_semantic"]
 
 TASKS_OF_COCO = ("referring", "semantic", "instances")
@@ -103,6 +103,42 @@ class Sample:
     source: dict = field(default_factory=dict)
     label_png: str | None = None
     label_info: dict | None = None
+
+
+def dataset_classes(samples: Sequence[Sample]) -> list[str]:
+    """The category names of a list of samples, in order of first appearance: those their
+    targets name, and every category of their panoptic ``categories`` or label-map ``classes``
+    (the background ``others`` of a label map left out). What :class:`~segtext.records.Options`
+    draws ``negatives`` from; take it from the whole dataset, before any shard or limit, so that
+    every part of a build draws from the same list.
+
+    Example:
+        >>> from segtext.records import Sample, Target, dataset_classes
+        >>> rle = {"size": [2, 2], "counts": [0, 4]}
+        >>> dataset_classes([Sample("a", "instances", "x.jpg", 1, (2, 2), [Target("cat", rle), Target("dog", rle)]),
+        ...                  Sample("b", "instances", "y.jpg", 2, (2, 2), [Target("cat", rle)])])
+        ['cat', 'dog']
+    """
+    if isinstance(samples, (str, bytes, Sample)) or not isinstance(samples, Sequence):
+        raise TypeError(f"samples must be a list of Sample, got {type(samples).__name__}")
+    seen: dict[str, None] = {}
+    infos: set[int] = set()
+    for k, s in enumerate(samples):
+        if not isinstance(s, Sample):
+            raise TypeError(f"samples[{k}] must be a Sample, got {type(s).__name__}")
+        for t in s.targets:
+            seen.setdefault(t.label)
+        info = s.label_info or {}
+        names = info.get("categories") if info.get("kind") == "panoptic" else info.get("classes")
+        if names and id(names) not in infos:  # the samples of one source share one list: read it once
+            infos.add(id(names))
+            if info.get("kind") == "panoptic":
+                for c in names:
+                    seen.setdefault(c["name"])
+            else:
+                for c in names[1:]:
+                    seen.setdefault(c)
+    return list(seen)
 
 
 def sample_to_dict(sample: Sample) -> dict:
