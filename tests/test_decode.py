@@ -350,3 +350,30 @@ def test_image_size_is_checked():
         st.decode_rrle("others *1\n", image_size=(0, 4))
     with pytest.raises(TypeError, match="image_size"):
         st.decode_rrle("others *1\n", image_size=5)
+
+
+def test_one_call_decode_checks_its_arguments_every_time():
+    """The one-call path looks up the checked labels and grid size; what it looks up must be what
+    the caller passes now (a list changed in place), and a bad argument raises on every call."""
+    labels = ["others", "dog"]
+    text = "others *1| dog *1\n dog *2\n"
+    first = st.decode_rrle(text, labels, 2, image_size=(4, 4))
+    assert first.labels == ["others", "dog"] and first.mask.tolist()[0] == [0, 0, 1, 1]
+    labels[1] = "cat"  # the same list object, another vocabulary: dog is now unknown
+    again = st.decode_rrle(text, labels, 2, image_size=(4, 4))
+    assert again.labels == ["others", "cat"] and not again.ok and again.grid.tolist() == [[0, 0], [0, 0]]
+    for _ in range(2):
+        with pytest.raises(ValueError, match="labels is empty"):
+            st.decode_rrle(text, [], 2, image_size=(4, 4))
+        with pytest.raises(TypeError, match="labels"):
+            st.decode_rrle(text, ["others", 3], 2, image_size=(4, 4))
+        with pytest.raises(ValueError, match="grid_size"):
+            st.decode_rrle(text, ["others", "dog"], (2, 0), image_size=(4, 4))
+        with pytest.raises(ValueError, match="image_size"):
+            st.decode_rrle(text, ["others", "dog"], 2, image_size=(4, -1))
+        with pytest.raises(ValueError, match="unknown must be one of"):
+            st.decode_rrle(text, ["others", "dog"], 2, unknown="drop", image_size=(4, 4))
+    # the other formats in one call
+    assert st.decode_rrle("others *1| dog *3\n", ["others", "dog"], 2, image_size=(2, 2)).format == "irle"
+    isd = st.decode_rrle("others| dog\n dog| dog\n", ["others", "dog"], 2, image_size=(2, 2))
+    assert isd.format == "isd" and isd.mask.tolist() == [[0, 1], [1, 1]]

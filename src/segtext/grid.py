@@ -264,6 +264,7 @@ def rles_to_grids(
 
 
 _UNSIGNED = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64))
+_UNSIGNED_MAX = tuple((t, int(np.iinfo(t).max)) for t in _UNSIGNED[:-1])
 
 
 def unsigned_for(max_id: int) -> np.dtype:
@@ -274,8 +275,8 @@ def unsigned_for(max_id: int) -> np.dtype:
         >>> unsigned_for(255), unsigned_for(256), unsigned_for(2**32)
         (dtype('uint8'), dtype('uint16'), dtype('uint64'))
     """
-    for t in _UNSIGNED[:-1]:
-        if max_id <= np.iinfo(t).max:
+    for t, top in _UNSIGNED_MAX:  # plain int comparisons: no np.iinfo on a decoder's hot path
+        if max_id <= top:
             return t
     return _UNSIGNED[-1]
 

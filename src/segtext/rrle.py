@@ -934,6 +934,21 @@ def decode_rrle(
         >>> st.decode_rrle("others *1| dog *1\\n", ["others", "dog"], (1, 2), image_size=(2, 4)).mask.tolist()
         [[0, 0, 1, 1], [0, 0, 1, 1]]
     """
+    tried_clean = False  # whether the compiled parser has already read the text (and found a slip)
+    if (image_size is not None and type(text) is str and (mode == "repair" or mode == "strict")
+            and unknown in UNKNOWN_POLICIES and "<" not in text and text.isascii() and len(text) <= MAX_TEXT_LENGTH):
+        # the one-call decode of a clean answer (no tag, nothing cut, nothing to repair), with the
+        # checked labels and grid size looked up instead of checked again: a compiled parse and
+        # expansion, two allocations and the result
+        plan = _one_call_plan(labels, grid_size)
+        tried_clean = plan is not None
+        if tried_clean:
+            vocab, size, buf, off, dtype = plan
+            mask = np.empty(image_size_arg(image_size), dtype)
+            grid = np.empty(size, dtype)
+            fmt = K.decode_grid_mask(text.encode("ascii"), buf, off, grid, mask, False)
+            if fmt >= 0:
+                return DecodedGrid(grid, list(vocab), [], _FORMAT_CODES[fmt], mask)
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
     if mode not in MODES:
@@ -953,7 +968,7 @@ def decode_rrle(
     if full is not None and vocab is not None and size is not None:
         mask = np.empty(full, _id_dtype(len(vocab)))
     tried = "<" not in text and within_limit(text)  # no tag in any case, nothing cut:
-    if tried:
+    if tried and not tried_clean:
         fast = _fast(text, vocab, size, mask)  # a clean text needs no log at all
         if fast is not None:
             grid, out_labels, fmt = fast
@@ -975,6 +990,34 @@ def decode_rrle(
     res = _decode_full(text, body, base, vocab, size, unknown, log)
     _second_block(second, log)
     return _compact(res, full, False)
+
+
+# (labels, grid size) as a caller passes them -> (labels tuple, (h, w), label buffer, offsets, id
+# dtype): the checked arguments of the one-call decode, so that a clean answer does not pay for
+# checking them again; emptied when full (callers use a few label lists, but nothing is assumed)
+_PLANS: dict[tuple, tuple] = {}
+_MAX_PLANS = 1024
+
+
+def _one_call_plan(labels: Any, grid_size: Any) -> tuple | None:
+    """The checked ``labels`` and ``grid_size`` of :func:`decode_rrle`'s one-call decode and
+    what its kernel needs, or ``None`` when either is missing or cannot be a key (an argument
+    error is raised here, as the full path would)."""
+    if labels is None or grid_size is None or type(labels) not in (list, tuple):
+        return None
+    try:
+        key = (tuple(labels), grid_size)
+        plan = _PLANS.get(key)
+    except TypeError:  # an unhashable label or grid size: the full path checks and names it
+        return None
+    if plan is None:
+        vocab = check_labels(key[0])
+        size = grid_size_arg(grid_size)
+        buf, off, _ = label_table(vocab)
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        plan = _PLANS[key] = (vocab, size, buf, off, _id_dtype(len(vocab)))
+    return plan
 
 
 def _compact(res: DecodedGrid, image_size: tuple[int, int] | None, t4s: bool) -> DecodedGrid:
