@@ -143,20 +143,35 @@ def label_policy(compact, values, rlo, rhi, clo, chi, n_labels, any_mode, bg_com
 def upsample(grid, rs, cs, out):
     """Grid -> mask into ``out``: cell ``(r, c)`` fills pixel rows ``rs[r]:rs[r + 1]`` and
     columns ``cs[c]:cs[c + 1]`` (``rs``, ``cs``: cell starts, as :func:`cell_starts` or
-    :func:`floor_starts` give them).
+    :func:`floor_starts` give them); ``out`` must be C-contiguous.
 
-    Each grid row is expanded once, run by run, into a row buffer, which is copied to every
-    pixel row it covers (a vectorised copy).
+    A grid row of one value fills its pixel rows with that value (a constant fill, the
+    cheapest write there is; most rows of a referring mask are one value). Any other grid row
+    is expanded once, run by run, into a row buffer, which is copied to every pixel row it
+    covers (a vectorised copy).
     """
     gh, gw = grid.shape
     w = cs[gw]
     row = np.empty(w, out.dtype)
+    buffered = -1  # the grid row the row buffer holds
+    flat = out.reshape(out.size)  # out is C-contiguous (every caller passes a new array)
     for r in range(gh):
         if rs[r + 1] == rs[r]:
             continue
-        if r > 0 and rs[r] > rs[r - 1] and _same_row(grid, r):
-            pass  # the row buffer already holds this grid row
-        else:
+        v = grid[r, 0]
+        uniform = True
+        for c in range(1, gw):
+            if grid[r, c] != v:
+                uniform = False
+                break
+        if uniform:
+            a = rs[r] * w  # the band's pixel rows are one stretch of memory: one fill
+            if a < 0:  # never (see below)
+                break
+            for i in range((rs[r + 1] - rs[r]) * w):
+                flat[a + i] = v
+            continue
+        if buffered < 0 or not _same_rows(grid, r, buffered):
             c = 0
             while c < gw:  # one run of equal cells at a time
                 v = grid[r, c]
@@ -169,6 +184,7 @@ def upsample(grid, rs, cs, out):
                 for i in range(cs[e] - a):
                     row[a + i] = v
                 c = e
+            buffered = r
         for y in range(rs[r], rs[r + 1]):
             o = out[y]
             for x in range(w):
@@ -177,10 +193,10 @@ def upsample(grid, rs, cs, out):
 
 
 @njit(cache=True, inline="always")
-def _same_row(grid, r):
-    """Whether grid row ``r`` equals row ``r - 1``."""
+def _same_rows(grid, r, q):
+    """Whether grid rows ``r`` and ``q`` are equal."""
     for c in range(grid.shape[1]):
-        if grid[r, c] != grid[r - 1, c]:
+        if grid[r, c] != grid[q, c]:
             return False
     return True
 

@@ -413,7 +413,14 @@ def decode_grid(body, lab, off, infer, h_given, w_given, max_cells):
 def decode_grid_into(body, lab, off, out):
     """:func:`decode_grid` for a known vocabulary and grid size: the ids are written into the
     C-contiguous ``(h, w)`` array ``out`` (any integer dtype that holds them). Returns the
-    format code, or -1 when the text is not what the encoders write (``out`` is then junk)."""
+    format code, or -1 when the text is not what the encoders write (``out`` is then junk).
+
+    Row-wise texts (R-RLE, I-SD) of a vocabulary of :func:`plain_labels` are read by
+    :func:`rows_into_grid` in one pass; the rest (I-RLE, a slip) by :func:`parse_runs`."""
+    if plain_labels(lab, off):
+        fmt = rows_into_grid(body, lab, off, out)
+        if fmt >= 0:
+            return fmt
     h, w = out.shape
     ok, ids, counts, row_ends, n_runs, n_rows, counted, ns, ne = parse_runs(body, lab, off, False)
     if not ok or counted < 0:
@@ -423,6 +430,104 @@ def decode_grid_into(body, lab, off, out):
         return -1
     _fill_runs(ids, counts, n_runs, out.reshape(h * w))
     return fmt
+
+
+@njit(cache=True)
+def plain_labels(lab, off):
+    """Whether every label of the vocabulary reads back as itself where :func:`parse_runs` would
+    cut a label: none is empty, holds a newline, ``"| "`` or ``" *"``, ends with ``"|"`` (which
+    the space after a label would make a separator) or starts or ends with whitespace."""
+    for k in range(off.shape[0] - 1):
+        a = off[k]
+        b = off[k + 1]
+        if b == a or edge_space(lab, a, b) or lab[b - 1] == PIPE:
+            return False
+        for i in range(a, b):
+            x = lab[i]
+            if x == NL:
+                return False
+            if i + 1 < b and ((x == PIPE and lab[i + 1] == SP) or (x == SP and lab[i + 1] == STAR)):
+                return False
+    return True
+
+
+@njit(cache=True)
+def rows_into_grid(body, lab, off, grid):
+    """Read a row-wise text (one line per grid row, as the R-RLE and I-SD encoders write it)
+    straight into the ``(h, w)`` grid: at each run the first label of the vocabulary whose bytes
+    are there and are followed by a separator, then its count. Accepts exactly the row-wise
+    texts :func:`parse_runs` and :func:`_grid_layout` accept, given :func:`plain_labels` (a
+    label followed by a separator is then the whole text up to that separator), and gives the
+    same grid; -1 at the first deviation (the grid then holds junk). Returns the format code."""
+    h, w = grid.shape
+    n = len(body)
+    n_vocab = off.shape[0] - 1
+    with_count = 0
+    without_count = 0
+    p = 0
+    for r in range(h):
+        c = 0
+        while True:
+            v = -1
+            for k in range(n_vocab):
+                a = off[k]
+                e = p + off[k + 1] - a  # where the label would end
+                if e >= n:  # a label must be followed by something
+                    continue
+                same = True
+                for i in range(e - p):
+                    if body[p + i] != lab[a + i]:
+                        same = False
+                        break
+                if not same:
+                    continue
+                x = body[e]
+                if x == NL or (e + 1 < n and ((x == SP and body[e + 1] == STAR) or (x == PIPE and body[e + 1] == SP))):
+                    v = k
+                    p = e
+                    break
+            if v < 0:
+                return -1
+            count = 1
+            if body[p] == SP:  # " *N"
+                p += 2
+                d0 = p
+                count = 0
+                while p < n and body[p] >= D0 and body[p] <= D9:
+                    count = count * 10 + (body[p] - D0)
+                    p += 1
+                nd = p - d0
+                if nd == 0 or nd > 9 or body[d0] == D0 or p >= n:
+                    return -1
+                with_count += 1
+            else:
+                without_count += 1
+            if count > w - c:
+                return -1
+            for k in range(c, c + count):
+                grid[r, k] = v
+            c += count
+            x = body[p]
+            if x == PIPE:
+                if p + 1 >= n or body[p + 1] != SP:
+                    return -1
+                p += 2
+            elif x == NL:
+                break
+            else:
+                return -1
+        if c != w:
+            return -1
+        if r == h - 1:
+            if p + 1 != n:
+                return -1
+        elif p + 1 >= n or body[p + 1] != SP:
+            return -1
+        else:
+            p += 2
+    if with_count > 0 and without_count > 0:
+        return -1
+    return 0 if without_count == 0 else 1
 
 
 @njit(cache=True)
