@@ -4,7 +4,8 @@ Four synthetic 64 x 64 images, each with a red square and a green bar at differe
 records list both classes as ``<p>...</p>`` (in either order) and hold one mask per class. A tiny
 model trained briefly must give back per-class IoU >= 0.9 through ``task="semantic"``, follow the
 order of the classes asked for, and give consistent panoptic segments; results encode as text
-with the core; bad arguments raise clear errors.
+with the core; bad arguments raise clear errors. Instances records (two objects of one class,
+with and without a negative class) train panoptic segments, one per object.
 """
 
 from __future__ import annotations
@@ -219,3 +220,56 @@ def test_argument_errors(untrained, kwargs, match):
     prompts = kwargs.pop("prompts", None)
     with pytest.raises(ValueError, match=match):
         untrained.segment([np.zeros((32, 32, 3), np.uint8)], prompts, **kwargs)
+
+
+def _two_of_a_kind():
+    """(image, [red mask, red mask], green mask) x 4: two red 16 x 16 squares side by side (a
+    gap of 8 pixels) in one half, a green 16 x 48 bar in the other."""
+    out = []
+    for y, x in [(8, 8), (8, 16), (40, 8), (40, 16)]:
+        reds = [np.zeros((64, 64), bool), np.zeros((64, 64), bool)]
+        reds[0][y:y + 16, x:x + 16] = True
+        reds[1][y:y + 16, x + 24:x + 40] = True
+        green = np.zeros((64, 64), bool)
+        gy = 40 if y < 32 else 8
+        green[gy:gy + 16, 8:56] = True
+        img = np.full((64, 64, 3), 90, np.uint8)
+        img[reds[0] | reds[1]], img[green] = (200, 30, 30), (30, 200, 30)
+        out.append((img, reds, green))
+    return out
+
+
+@pytest.mark.parametrize("negatives", [0, 1])
+def test_instances_records_train_panoptic_segments(negatives):
+    """Instances records of segtext.records (two masks of one class, segment_classes [0, 0, 1])
+    train the head to give each object its own panoptic segment; with a negative class listed
+    (blue, never in the images), asking for it too gives no segment of it."""
+    scenes = _two_of_a_kind()
+    templates = records.load_templates({"instances": {"questions": ["Find every object."], "answers": ["{mask}"]}})
+    recs = []
+    for k, (img, reds, green) in enumerate(scenes):
+        sample = records.Sample(f"inst{k}", "instances", f"inst{k}.png", k, (64, 64),
+                                [records.Target("red", coco_rle(reds[0])), records.Target("red", coco_rle(reds[1])),
+                                 records.Target("green", coco_rle(green))])
+        options = records.Options(style="xsam", templates=templates, negatives=negatives,
+                                  classes=["red", "green", "blue"])
+        rec = records.make_record(sample, options)
+        assert [rec["classes"][i] for i in rec["segment_classes"]] == ["red", "red", "green"]
+        assert sorted(rec["classes"]) == sorted(["red", "green", "blue"][:2 + negatives])
+        rec["image"] = img
+        recs.append(rec)
+    seg = XSamSegmenter.tiny(seed=0)
+    losses = seg.fit(recs, steps=60, lr=5e-3, batch_size=4)
+    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
+    assert seg.class_question == "Find every object. Categories: {classes}."
+    asked = ["red", "green", "blue"] if negatives else ["red", "green"]
+    results = seg.segment([img for img, _, _ in scenes], classes=asked, task="panoptic")
+    for (img, reds, green), r in zip(scenes, results):
+        assert "blue" not in {s["class"] for s in r.segments_info}
+        by_class = {}
+        for s in r.segments_info:
+            by_class.setdefault(s["class"], []).append(r.segments == s["id"])
+        assert len(by_class.get("red", [])) == 2 and len(by_class.get("green", [])) == 1, r.segments_info
+        for m in reds:  # each red square is one segment of its own
+            assert max(_iou(p, m) for p in by_class["red"]) >= 0.9
+        assert _iou(by_class["green"][0], green) >= 0.9
