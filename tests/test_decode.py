@@ -377,3 +377,14 @@ def test_one_call_decode_checks_its_arguments_every_time():
     assert st.decode_rrle("others *1| dog *3\n", ["others", "dog"], 2, image_size=(2, 2)).format == "irle"
     isd = st.decode_rrle("others| dog\n dog| dog\n", ["others", "dog"], 2, image_size=(2, 2))
     assert isd.format == "isd" and isd.mask.tolist() == [[0, 1], [1, 1]]
+
+
+def test_one_call_lookup_never_takes_an_equal_but_invalid_grid_size():
+    """True == 1 and 16.0 == 16 as dict keys: a grid size the checks refuse stays refused after a
+    valid equal one was looked up."""
+    text = "others *1\n"
+    assert st.decode_rrle(text, ["others", "dog"], 1, image_size=(2, 2)).grid.tolist() == [[0]]
+    assert st.decode_rrle(text, ["others", "dog"], (1, 1), image_size=(2, 2)).grid.tolist() == [[0]]
+    for bad in (True, 1.0, (True, 1), (1.0, 1)):
+        with pytest.raises((TypeError, ValueError), match="grid_size"):
+            st.decode_rrle(text, ["others", "dog"], bad, image_size=(2, 2))

@@ -940,7 +940,13 @@ def decode_rrle(
         # the one-call decode of a clean answer (no tag, nothing cut, nothing to repair), with the
         # checked labels and grid size looked up instead of checked again: a compiled parse and
         # expansion, two allocations and the result
-        plan = _one_call_plan(labels, grid_size)
+        plan = None
+        if type(grid_size) is int or (type(grid_size) is tuple and len(grid_size) == 2 and type(grid_size[0]) is int
+                                      and type(grid_size[1]) is int):  # (True == 1 and 16.0 == 16 as keys)
+            try:
+                plan = _PLANS[(tuple(labels), grid_size)]
+            except (KeyError, TypeError):  # not looked up yet; labels None (not iterable) or unhashable
+                plan = _one_call_plan(labels, grid_size)
         tried_clean = plan is not None
         if tried_clean:
             vocab, size, buf, off, dtype = plan
@@ -1003,7 +1009,7 @@ def _one_call_plan(labels: Any, grid_size: Any) -> tuple | None:
     """The checked ``labels`` and ``grid_size`` of :func:`decode_rrle`'s one-call decode and
     what its kernel needs, or ``None`` when either is missing or cannot be a key (an argument
     error is raised here, as the full path would)."""
-    if labels is None or grid_size is None or type(labels) not in (list, tuple):
+    if type(labels) not in (list, tuple):
         return None
     try:
         key = (tuple(labels), grid_size)
