@@ -949,10 +949,10 @@ def decode_rrle(
                 plan = _one_call_plan(labels, grid_size)
         tried_clean = plan is not None
         if tried_clean:
-            vocab, size, buf, off, dtype = plan
+            vocab, size, buf, off, dtype, kernel = plan
             mask = np.empty(image_size_arg(image_size), dtype)
             grid = np.empty(size, dtype)
-            fmt = K.decode_grid_mask(text.encode("ascii"), buf, off, grid, mask, False)
+            fmt = kernel(text.encode("ascii"), buf, off, grid, mask)
             if fmt >= 0:
                 return DecodedGrid(grid, list(vocab), [], _FORMAT_CODES[fmt], mask)
     if not isinstance(text, str):
@@ -999,10 +999,16 @@ def decode_rrle(
 
 
 # (labels, grid size) as a caller passes them -> (labels tuple, (h, w), label buffer, offsets, id
-# dtype): the checked arguments of the one-call decode, so that a clean answer does not pay for
-# checking them again; emptied when full (callers use a few label lists, but nothing is assumed)
+# dtype, kernel): the checked arguments of the one-call decode and the compiled reader for its
+# vocabulary, so that a clean answer does not pay for checking them again; emptied when full
+# (callers use a few label lists, but nothing is assumed)
 _PLANS: dict[tuple, tuple] = {}
 _MAX_PLANS = 1024
+
+
+def _general_mask(body: bytes, buf: np.ndarray, off: np.ndarray, grid: np.ndarray, mask: np.ndarray) -> int:
+    """The one-call kernel for a vocabulary that is not plain (see ``K.plain_labels``)."""
+    return K.decode_grid_mask(body, buf, off, grid, mask, False)
 
 
 def _one_call_plan(labels: Any, grid_size: Any) -> tuple | None:
@@ -1022,7 +1028,8 @@ def _one_call_plan(labels: Any, grid_size: Any) -> tuple | None:
         buf, off, _ = label_table(vocab)
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
-        plan = _PLANS[key] = (vocab, size, buf, off, _id_dtype(len(vocab)))
+        kernel = K.decode_plain_mask if K.plain_labels(buf, off) else _general_mask
+        plan = _PLANS[key] = (vocab, size, buf, off, _id_dtype(len(vocab)), kernel)
     return plan
 
 

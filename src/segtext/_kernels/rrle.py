@@ -421,6 +421,12 @@ def decode_grid_into(body, lab, off, out):
         fmt = rows_into_grid(body, lab, off, out)
         if fmt >= 0:
             return fmt
+    return _decode_grid_general(body, lab, off, out)
+
+
+@njit(cache=True)
+def _decode_grid_general(body, lab, off, out):
+    """:func:`decode_grid_into` by :func:`parse_runs` (any layout)."""
     h, w = out.shape
     ok, ids, counts, row_ends, n_runs, n_rows, counted, ns, ne = parse_runs(body, lab, off, False)
     if not ok or counted < 0:
@@ -429,6 +435,19 @@ def decode_grid_into(body, lab, off, out):
     if not ok:
         return -1
     _fill_runs(ids, counts, n_runs, out.reshape(h * w))
+    return fmt
+
+
+@njit(cache=True)
+def decode_plain_mask(body, lab, off, grid, mask):
+    """:func:`decode_grid_mask` with the exact cell geometry, for a vocabulary the caller has
+    found :func:`plain_labels` (the check is not repeated per call). Returns the format code, or
+    -1 (then neither array is filled)."""
+    fmt = rows_into_grid(body, lab, off, grid)
+    if fmt < 0:
+        fmt = _decode_grid_general(body, lab, off, grid)
+    if fmt >= 0:
+        expand(grid, False, mask)
     return fmt
 
 
