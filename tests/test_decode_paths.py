@@ -244,3 +244,19 @@ def test_plain_labels():
     # a vocabulary that is not plain goes to the general reader, with the same result
     buf, off, _ = label_table(("others", "a|"))
     assert _check_one_pass_reader(b"others *1| a| *1\n", ["others", "a|"], (1, 2)) == -1
+
+
+@given(hst.text(alphabet=hst.sampled_from(list("ab |*\n\t\u3000\u2028\x1c猫")), min_size=0, max_size=6))
+def test_every_checked_label_is_plain(label):
+    """The one-call decode reads a checked vocabulary with the kernel that assumes plain labels:
+    whatever check_label accepts, plain_labels must accept."""
+    from segtext._kernels import rrle as KR
+    from segtext.labels import check_label, label_table
+
+    try:
+        check_label(label)
+    except ValueError:
+        return
+    buf, off, _ = label_table(("others", label))
+    assert KR.plain_labels(buf, off), label
+

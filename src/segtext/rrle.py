@@ -1006,11 +1006,6 @@ _PLANS: dict[tuple, tuple] = {}
 _MAX_PLANS = 1024
 
 
-def _general_mask(body: bytes, buf: np.ndarray, off: np.ndarray, grid: np.ndarray, mask: np.ndarray) -> int:
-    """The one-call kernel for a vocabulary that is not plain (see ``K.plain_labels``)."""
-    return K.decode_grid_mask(body, buf, off, grid, mask, False)
-
-
 def _one_call_plan(labels: Any, grid_size: Any) -> tuple | None:
     """The checked ``labels`` and ``grid_size`` of :func:`decode_rrle`'s one-call decode and
     what its kernel needs, or ``None`` when either is missing or cannot be a key (an argument
@@ -1028,8 +1023,9 @@ def _one_call_plan(labels: Any, grid_size: Any) -> tuple | None:
         buf, off, _ = label_table(vocab)
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
-        kernel = K.decode_plain_mask if K.plain_labels(buf, off) else _general_mask
-        plan = _PLANS[key] = (vocab, size, buf, off, _id_dtype(len(vocab)), kernel)
+        # a checked vocabulary is plain (check_label refuses what K.plain_labels refuses; a test
+        # holds the two together), so the kernel that skips that check per call reads it
+        plan = _PLANS[key] = (vocab, size, buf, off, _id_dtype(len(vocab)), K.decode_plain_mask)
     return plan
 
 
