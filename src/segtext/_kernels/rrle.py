@@ -229,6 +229,23 @@ def edge_space(body, start, end):
     return False
 
 
+@njit(cache=True, inline="always")
+def _run_count(body, p):
+    """The count of a run whose digits start at ``p`` (after ``" *"``) and where the text goes
+    on after them: ``(count, end)``, or ``(-1, p)`` unless it is 1 to 9 digits without a leading
+    zero and something follows."""
+    n = len(body)
+    d0 = p
+    count = 0
+    while p < n and body[p] >= D0 and body[p] <= D9:
+        count = count * 10 + (body[p] - D0)
+        p += 1
+    nd = p - d0
+    if nd == 0 or nd > 9 or body[d0] == D0 or p >= n:
+        return -1, d0
+    return count, p
+
+
 @njit(cache=True)
 def parse_runs(body, lab, off, infer):
     """Fast path: parse well-formed grid text exactly as the encoders write it.
@@ -276,14 +293,8 @@ def parse_runs(body, lab, off, infer):
         end = p
         count = 1
         if body[p] == SP:  # " *N"
-            p += 2
-            d0 = p
-            count = 0
-            while p < n and body[p] >= D0 and body[p] <= D9:
-                count = count * 10 + (body[p] - D0)
-                p += 1
-            nd = p - d0
-            if nd == 0 or nd > 9 or body[d0] == D0 or p >= n:
+            count, p = _run_count(body, p + 2)
+            if count < 0:
                 return bad
             with_count += 1
         else:
@@ -508,15 +519,14 @@ def rows_into_grid(body, lab, off, grid):
             if v < 0:
                 return -1
             count = 1
-            if body[p] == SP:  # " *N"
+            if body[p] == SP:  # " *N", read here rather than by _run_count (whose tuple cost 20%)
                 p += 2
                 d0 = p
                 count = 0
                 while p < n and body[p] >= D0 and body[p] <= D9:
                     count = count * 10 + (body[p] - D0)
                     p += 1
-                nd = p - d0
-                if nd == 0 or nd > 9 or body[d0] == D0 or p >= n:
+                if p == d0 or p - d0 > 9 or body[d0] == D0 or p >= n:
                     return -1
                 with_count += 1
             else:
