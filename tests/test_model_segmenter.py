@@ -190,6 +190,9 @@ def test_command_line_train_and_predict(data, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "m2").exists()
     assert main(["predict", "--model", str(tmp_path / "nothing"), "--image", "x.png", "--prompt", "a"]) == 2
     assert "not a directory" in capsys.readouterr().err
+    for argv in (["--classes", "a,b"], [], ["--prompt", "a", "--task", "semantic"]):  # X-SAM models only
+        assert main(["predict", "--model", str(out), "--image", str(d / "img3.png"), *argv]) == 2
+        assert "need a model trained on xsam records" in capsys.readouterr().err
 
 
 def test_from_config_random_weights():

@@ -321,3 +321,53 @@ def test_several_masks_of_a_class_and_a_negative_class(data):
     out = seg.losses([rec])
     assert torch.isfinite(out["loss"]) and out["mask"] > 0
 
+
+
+def test_command_line_trains_and_runs_the_mask_head(data, tmp_path, capsys):
+    """`segtext train` on xsam records trains the X-SAM head path (found from the records);
+    `segtext predict` with that model answers a phrase (mask PNG) or classes (a label-map PNG, or
+    COCO panoptic's RGB ids)."""
+    from segtext.cli import main
+
+    d, shapes, recs, path = data
+    out = tmp_path / "model"
+    assert main(["train", str(path), "--model", "tiny", "--output", str(out), "--steps", "100", "--quiet"]) == 0
+    assert (out / "segtext_xsam.json").exists() and "the X-SAM mask head, 100 steps" in capsys.readouterr().err
+    for k in (0, 3):
+        png = tmp_path / f"m{k}.png"
+        assert main(["predict", "--model", str(out), "--image", str(d / f"img{k}.png"), "--prompt", NAMES[k],
+                     "-o", str(png)]) == 0
+        line = json.loads(capsys.readouterr().out)
+        assert line["task"] == "referring" and "<SEG>" in line["text"] and not line["forced"]
+        mask = np.array(Image.open(png)) > 0
+        assert _iou(mask, shapes[k]) >= 0.9 and line["area"] == int(mask.sum()) and line["image_size"] == [64, 64]
+    sem = tmp_path / "sem.png"
+    assert main(["predict", "--model", str(out), "--image", str(d / "img0.png"), "--classes", "square,bar",
+                 "-o", str(sem)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    labels = np.array(Image.open(sem))
+    assert line["task"] == "semantic" and line["classes"] == ["square", "bar"] and labels.shape == (64, 64)
+    assert set(np.unique(labels)) <= {0, 1, 2}
+    assert line["areas"] == {"square": int((labels == 1).sum()), "bar": int((labels == 2).sum())}
+    pan = tmp_path / "pan.png"
+    assert main(["predict", "--model", str(out), "--image", str(d / "img0.png"), "--classes", "square,bar",
+                 "--task", "panoptic", "-o", str(pan)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    rgb = np.array(Image.open(pan)).astype(np.int64)
+    ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    assert set(np.unique(ids)) - {0} == {s["id"] for s in line["segments_info"]}
+    assert all(s["area"] == int((ids == s["id"]).sum()) for s in line["segments_info"])
+    # errors: exit status 2 with a message
+    for argv, message in [
+        (["--task", "semantic", "--prompt", "square"], "--task semantic takes --classes"),
+        (["--prompt", "square", "--classes", "a"], "not both"),
+        (["--task", "referring", "--classes", "a"], "--task referring takes --prompt"),
+        ([], "--task referring takes --prompt"),
+        (["--classes", "a,,b"], "holds an empty name"),
+        (["--prompt", "square", "--sample"], "are for text-path models"),
+    ]:
+        assert main(["predict", "--model", str(out), "--image", str(d / "img0.png"), *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", str(path), "--model", "tiny", "--head", "text", "--output", str(tmp_path / "t"),
+                 "--steps", "1", "--quiet"]) == 2
+    assert "expected a 'messages' record" in capsys.readouterr().err and not (tmp_path / "t").exists()

@@ -542,10 +542,15 @@ def _add_model_parsers(sub) -> None:
     tr = sub.add_parser(
         "train",
         help="fine-tune a Qwen2-VL (LoRA) on `segtext build` records; needs segtext[model]",
-        description=("Train segtext.model.Segmenter on RECORDS (the JSON lines `segtext build` writes in the "
-                     "messages style) and save it to --output (written next to it, then moved into place)."),
+        description=("Train on RECORDS (the JSON lines `segtext build` writes) and save the model to --output "
+                     "(written next to it, then moved into place): messages records train "
+                     "segtext.model.Segmenter (the model writes the mask as text), xsam records "
+                     "segtext.model.XSamSegmenter (the model writes <SEG>, an X-SAM head draws the masks)."),
     )
-    tr.add_argument("records", metavar="RECORDS", help="messages-style JSON lines from `segtext build`")
+    tr.add_argument("records", metavar="RECORDS", help="JSON lines from `segtext build` (messages or xsam style)")
+    tr.add_argument("--head", choices=("auto", "text", "xsam"), default="auto",
+                    help="text: the text path; xsam: the X-SAM mask head; auto (default): xsam when the first "
+                         "record is an xsam record (its answer holds <SEG>), else text")
     tr.add_argument("--model", required=True, metavar="PATH",
                     help="a Qwen2-VL / Qwen2.5-VL checkpoint directory, a saved Segmenter, or 'tiny' "
                          "(a random 2-layer model, for trying the pipeline)")
@@ -555,7 +560,7 @@ def _add_model_parsers(sub) -> None:
     tr.add_argument("--lr", type=float, default=5e-3, help="AdamW learning rate (default 5e-3)")
     tr.add_argument("--batch-size", type=_positive_int, default=4, help="records per step (default 4)")
     tr.add_argument("--encoding", choices=("rrle", "isd", "irle", "bsd"), default="rrle",
-                    help="the answers' format (default rrle); bsd adds the brick tokens")
+                    help="text path: the answers' format (default rrle); bsd adds the brick tokens")
     tr.add_argument("--grid-size", type=_positive_int, default=16, help="grid side of the I-SD family (default 16)")
     tr.add_argument("--resolution", type=_resolution, default=64, help="B-SD bricks per side (default 64)")
     tr.add_argument("--lora-r", type=_positive_int, default=8, help="LoRA rank (default 8)")
@@ -567,13 +572,22 @@ def _add_model_parsers(sub) -> None:
     pr = sub.add_parser(
         "predict",
         help="segment one image with a trained model: JSON line on stdout, mask PNG with -o; needs segtext[model]",
-        description="Generate the mask text for IMG and PROMPT (constrained by default, so it always decodes).",
+        description=("Segment IMG with a `segtext train` model: a text-path model writes the mask text for "
+                     "PROMPT (constrained by default, so it always decodes); an X-SAM model answers PROMPT or "
+                     "--classes with its mask head."),
     )
     pr.add_argument("--model", required=True, metavar="DIR", help="a `segtext train` output (or a checkpoint)")
     pr.add_argument("--image", required=True, metavar="IMG", help="the image")
-    pr.add_argument("--prompt", required=True, metavar="TEXT", help="what to segment (the referring phrase)")
+    pr.add_argument("--prompt", metavar="TEXT", help="what to segment (the referring phrase)")
+    pr.add_argument("--classes", metavar="NAME,NAME,...",
+                    help="X-SAM models: the classes of a semantic or panoptic segmentation (comma-separated)")
+    pr.add_argument("--task", choices=("referring", "semantic", "panoptic"),
+                    help="X-SAM models: referring (with --prompt; the default), semantic (with --classes; the "
+                         "default then; -o writes the class index + 1 per pixel, 0 for none) or panoptic "
+                         "(with --classes; -o writes COCO panoptic's RGB segment ids)")
     pr.add_argument("-o", "--output", metavar="MASK.png", help="write the mask as a PNG (0 / 255)")
-    pr.add_argument("--no-constrain", action="store_true", help="generate freely and decode in repair mode")
+    pr.add_argument("--no-constrain", action="store_true", help="text path: generate freely and decode in "
+                                                                "repair mode")
     pr.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     pr.add_argument("--seed", type=int, default=None, help="seed for --sample")
     pr.add_argument("--max-new-tokens", type=_positive_int, default=None,
