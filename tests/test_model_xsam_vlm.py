@@ -371,3 +371,9 @@ def test_command_line_trains_and_runs_the_mask_head(data, tmp_path, capsys):
     assert main(["train", str(path), "--model", "tiny", "--head", "text", "--output", str(tmp_path / "t"),
                  "--steps", "1", "--quiet"]) == 2
     assert "expected a 'messages' record" in capsys.readouterr().err and not (tmp_path / "t").exists()
+    assert main(["train", str(path), "--model", str(out), "--head", "text", "--output", str(tmp_path / "t"),
+                 "--steps", "1", "--quiet"]) == 2
+    assert "is a saved X-SAM segmenter, but the records are for the text path" in capsys.readouterr().err
+    assert main(["train", str(path), "--model", str(out), "--output", str(tmp_path / "again"), "--steps", "2",
+                 "--quiet"]) == 0  # a saved X-SAM model goes on training
+    assert (tmp_path / "again" / "segtext_xsam.json").exists()
