@@ -935,11 +935,11 @@ def decode_rrle(
         [[0, 0, 1, 1], [0, 0, 1, 1]]
     """
     tried_clean = False  # whether the compiled parser has already read the text (and found a slip)
-    if (image_size is not None and type(text) is str and (mode == "repair" or mode == "strict")
-            and unknown in UNKNOWN_POLICIES and "<" not in text and text.isascii() and len(text) <= MAX_TEXT_LENGTH):
-        # the one-call decode of a clean answer (no tag, nothing cut, nothing to repair), with the
-        # checked labels and grid size looked up instead of checked again: a compiled parse and
-        # expansion, two allocations and the result
+    if (type(text) is str and (mode == "repair" or mode == "strict") and unknown in UNKNOWN_POLICIES
+            and "<" not in text and text.isascii() and len(text) <= MAX_TEXT_LENGTH):
+        # a clean answer (no tag, nothing cut, nothing to repair) with labels and grid size given,
+        # those looked up instead of checked again: a compiled parse (and, with image_size, the
+        # expansion in the same call), the allocations and the result
         plan = None
         if type(grid_size) is int or (type(grid_size) is tuple and len(grid_size) == 2 and type(grid_size[0]) is int
                                       and type(grid_size[1]) is int):  # (True == 1 and 16.0 == 16 as keys)
@@ -950,9 +950,13 @@ def decode_rrle(
         tried_clean = plan is not None
         if tried_clean:
             vocab, size, buf, off, dtype, kernel = plan
-            mask = np.empty(image_size_arg(image_size), dtype)
             grid = np.empty(size, dtype)
-            fmt = kernel(text.encode("ascii"), buf, off, grid, mask)
+            if image_size is None:
+                mask = None
+                fmt = K.decode_grid_into(text.encode("ascii"), buf, off, grid)
+            else:
+                mask = np.empty(image_size_arg(image_size), dtype)
+                fmt = kernel(text.encode("ascii"), buf, off, grid, mask)
             if fmt >= 0:
                 return DecodedGrid(grid, list(vocab), [], _FORMAT_CODES[fmt], mask)
     if not isinstance(text, str):
