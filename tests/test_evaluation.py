@@ -556,3 +556,16 @@ def test_eval_cli_takes_the_vocabulary(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(args + ["--labels", "a| b"])
     assert e.value.code == 2 and "cannot be used" in capsys.readouterr().err
+
+
+def test_ground_truth_as_a_list_of_rles_is_their_union():
+    """`segtext build --style xsam` records hold the target as a list of RLEs: its union."""
+    a = {"size": [2, 2], "counts": [0, 1, 3]}   # pixel 0 (column-major)
+    b = {"size": [2, 2], "counts": [3, 1]}      # pixel 3
+    gts = st.evaluation.load_ground_truth([{"id": 1, "segmentation": [a, b]}, {"id": 2, "segmentation": [b]},
+                                           {"id": 3, "segmentation": [], "image_size": [2, 2]}])
+    runs = {k: st.coco.rle_runs(g.rle)[0].tolist() for k, g in gts.items()}
+    assert runs == {"1": [0, 1, 2, 1], "2": [3, 1], "3": [4]}
+    with pytest.raises(st.evaluation.EvaluationError, match="only masks of one image size"):
+        st.evaluation.load_ground_truth([{"id": 1, "segmentation": [a, {"size": [3, 3], "counts": [9]}]}],
+                                        on_bad_line="fail")

@@ -470,6 +470,28 @@ def test_cli_build_and_eval_reads_the_records(layout, tmp_path):
     assert scores["metrics"]["giou"] == pytest.approx(float(np.mean(ious)), abs=1e-6)
 
 
+def test_eval_reads_xsam_records_as_ground_truth(layout, tmp_path):
+    """The segmentation of an xsam record is a list of RLEs (their union is the target): `segtext
+    eval` scores answers against it exactly as against the messages records of the same samples,
+    no-target samples ([] there) included."""
+    args = ["build", "grefcoco", "--refs", str(layout["grefcoco"]), "--instances", str(layout["grefcoco_instances"]),
+            "--no-progress"]
+    messages, xsam = tmp_path / "m.jsonl", tmp_path / "x.jsonl"
+    assert run_cli(*args, "-o", str(messages)).returncode == 0
+    assert run_cli(*args, "--style", "xsam", "-o", str(xsam)).returncode == 0
+    recs = read_jsonl(messages)
+    assert any(not r["segmentation"] for r in read_jsonl(xsam))  # no-target samples: []
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps({"id": x["id"], "answer": answer_of(x)}) + "\n" for x in recs))
+    scores = []
+    for gt in (messages, xsam):
+        out = tmp_path / f"{gt.stem}.json"
+        e = run_cli("eval", str(preds), str(gt), "--json", str(out), "--no-progress")
+        assert e.returncode == 0, e.stderr
+        scores.append(json.loads(out.read_text())["metrics"])
+    assert scores[0] == scores[1] and scores[0]["giou"] > 0.3
+
+
 def test_cli_build_shards_and_errors(layout, tmp_path):
     args = ["build", "grefcoco", "--refs", str(layout["grefcoco"]), "--instances",
             str(layout["grefcoco_instances"]), "--no-progress"]

@@ -20,7 +20,8 @@ Ground truth, either
       (a list of annotations whose RLE carries its size), read with
       :func:`segtext.coco.load_annotations`; the sample id is the annotation id; or
     * JSON Lines with ``id``, the mask under ``segmentation`` (or ``rle`` / ``mask``: a COCO RLE
-      dict, compressed or not, or polygons; ``null`` or ``[]`` for a no-target sample) and the
+      dict, compressed or not, a list of them (their union: the ``segmentation`` of ``segtext
+      build --style xsam`` records), or polygons; ``null`` or ``[]`` for a no-target sample) and the
       image size as ``image_size`` ``[H, W]`` or ``height`` and ``width`` (optional when the RLE
       has its size). Optional: ``file_name`` (or ``image``), ``image_id``, ``label``.
 
@@ -81,7 +82,7 @@ import numpy as np
 from segtext._validate import check_image_size, grid_size_arg, image_size_arg
 from segtext.limits import MAX_RESOLUTION
 from segtext.bricks import BOX_FORMATS, DecodedObjects, decode_bsd, merge_objects
-from segtext.coco import load_annotations, rle_runs, rles_runs, to_rle
+from segtext.coco import load_annotations, merge_rles, rle_runs, rles_runs, to_rle
 from segtext.grid import grid_to_mask
 from segtext.metrics import ReferringEvaluator, SampleScore, grid_iou, mask_iou
 from segtext.repairs import DecodeError, Repair
@@ -712,6 +713,10 @@ def _gt_from_record(obj: Any) -> GroundTruth:
         if size is None:
             raise ValueError("a no-target sample needs 'image_size' [H, W] (or 'height' and 'width')")
         rle = _empty_rle(*size)
+    elif isinstance(seg, list) and all(isinstance(x, dict) for x in seg):
+        # a list of RLEs (`segtext build --style xsam` records): the target is their union
+        parts = [to_rle(x, size) for x in seg]
+        rle = parts[0] if len(parts) == 1 else merge_rles(parts)
     else:
         rle = to_rle(seg, size)
     H, W = (int(v) for v in rle["size"])
