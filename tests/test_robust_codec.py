@@ -379,11 +379,11 @@ def test_text_past_the_limit_is_cut_with_a_repair(monkeypatch):
 
 
 def test_nearest_searches_once_per_distinct_label(monkeypatch):
-    import segtext.rrle as rrle
+    import segtext.labels as labels_module  # where both decoders' LabelMatcher searches
 
     calls = []
-    real = rrle.nearest_label
-    monkeypatch.setattr(rrle, "nearest_label", lambda t, labels: calls.append(t) or real(t, labels))
+    real = labels_module.nearest_label
+    monkeypatch.setattr(labels_module, "nearest_label", lambda t, labels: calls.append(t) or real(t, labels))
     text = "| ".join(["dgo *1", "cta *1"] * 500) + "\n"
     res = st.decode_rrle(text, labels=["others", "dog", "cat"], grid_size=(1, 1000), unknown="nearest")
     assert sorted(calls) == ["cta", "dgo"]

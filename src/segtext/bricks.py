@@ -63,7 +63,7 @@ from segtext._validate import (
     policy_code,
 )
 from segtext.coco import check_status, rle_runs, rle_source
-from segtext.labels import label_key, nearest_label
+from segtext.labels import LabelMatcher
 from segtext.limits import MAX_BRICK_CELLS, MAX_RESOLUTION, MAX_TEXT_LENGTH
 from segtext.repairs import DecodeError, Repair, RepairLog, bounded_log, with_repairs, without_surrogates
 
@@ -946,35 +946,26 @@ BSD_UNKNOWN_POLICIES = ("foreground", "background", "nearest", "error")
 class _Vocabulary:
     """The labels one B-SD text is read with: each written label resolved to one of them.
 
-    An exact label is itself; one in another case or with punctuation or spaces around it
-    (the same :func:`segtext.labels.label_key`) is the known label, with a ``label_case``
-    repair; any other follows the policy (``foreground``: kept as written, ``background``:
-    the object is dropped, ``nearest``: the closest label by edit distance, each with an
-    ``unknown_label`` repair; ``error``: a :class:`DecodeError` in either mode)."""
+    :class:`~segtext.labels.LabelMatcher`'s rules (an exact label is itself; one in another case
+    or with punctuation or spaces around it is the known label, with a ``label_case`` repair),
+    then the policy for any other (``foreground``: kept as written, ``background``: the object
+    is dropped, ``nearest``: the closest label by edit distance, each with an ``unknown_label``
+    repair; ``error``: a :class:`DecodeError` in either mode)."""
 
     def __init__(self, labels: tuple[str, ...], unknown: str) -> None:
         self.labels = labels
-        self.exact = frozenset(labels)
-        self.folded: dict[str, str] = {}
-        for s in labels:
-            key = label_key(s)
-            if key:
-                self.folded.setdefault(key, s)
+        self.match = LabelMatcher(labels)
         self.unknown = unknown
 
     def resolve(self, label: str, offset: int, log: RepairLog) -> str | None:
         """The label an object written with ``label`` at ``offset`` stands for (None: drop it)."""
-        if label in self.exact or not label:  # ('': a block without a ref, already repaired)
+        if not label:  # a block without a ref, already repaired
             return label
-        known = self.folded.get(label_key(label))
-        if known is not None:
-            log.add("label_case", offset, f"label {label!r} read as {known!r}",
-                    expected=repr(known), found=repr(label))
-            return known
+        v = self.match.find(label, offset, log)
+        if v is not None:
+            return self.labels[v]
         if self.unknown == "error":
-            line, column = log.position(offset)
-            raise DecodeError("unknown_label", f"unknown label {label!r}", line, column,
-                              expected="a label from the labels list", found=repr(label))
+            self.match.refuse(label, offset, log)
         if self.unknown == "foreground":
             log.add("unknown_label", offset, f"unknown label {label!r} kept as written",
                     expected="a label from the labels list", found=repr(label))
@@ -983,7 +974,7 @@ class _Vocabulary:
             log.add("unknown_label", offset, f"unknown label {label!r}: the object is dropped",
                     expected="a label from the labels list", found=repr(label))
             return None
-        known = self.labels[nearest_label(label, self.labels)]
+        known = self.labels[self.match.nearest(label)]
         log.add("unknown_label", offset, f"unknown label {label!r} read as {known!r}",
                 expected="a label from the labels list", found=repr(label))
         return known
@@ -1127,7 +1118,7 @@ def _resolved(objects: list[BsdObject], starts: list[int], raw: bytes, vocab: _V
     each label begins, in bytes of ``raw``)."""
     out = []
     for obj, start in zip(objects, starts):
-        if obj.label in vocab.exact:
+        if obj.label in vocab.match.ids:
             out.append(obj)
             continue
         label = vocab.resolve(obj.label, len(raw[:start].decode("utf-8")), log)

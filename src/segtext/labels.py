@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NoReturn
 
 import numpy as np
 
 from segtext import _kernels as K
+from segtext.repairs import DecodeError, RepairLog
 
 __all__ = ["BACKGROUND", "check_label", "check_labels", "nearest_label"]
 
@@ -136,3 +138,68 @@ def nearest_label(text: str, labels: Sequence[str]) -> int:
         if best_d is None or d < best_d:
             best, best_d = i, d
     return best
+
+
+class LabelMatcher:
+    """The label rules both decoders share (:mod:`segtext.rrle`, :mod:`segtext.bricks`; private
+    to them): a written label that is a known label is that label's id; one that differs from a
+    known label only in case or in punctuation and spaces around it (the same :func:`label_key`)
+    is that label's id, with a ``label_case`` repair; anything else is unknown (``None``), for
+    the decoder's own policy, with :meth:`nearest` and :meth:`refuse` at hand.
+
+    Example:
+        >>> from segtext.labels import LabelMatcher
+        >>> from segtext.repairs import RepairLog
+        >>> log = RepairLog("Dog.", strict=False)
+        >>> m = LabelMatcher(["others", "dog"])
+        >>> m.find("dog", 0, log), m.find("Dog.", 0, log), m.find("cat", 0, log), [r.kind for r in log.repairs]
+        (1, 1, None, ['label_case'])
+    """
+
+    def __init__(self, labels: Sequence[str], fold: bool = True) -> None:
+        self.labels = list(labels)  # grows with add()
+        self.fold = fold  # False: only exact labels match (Text4Seg's own reading)
+        self.ids: dict[str, int] = {}
+        self.folded: dict[str, int] = {}  # label_key -> the first id it stands for
+        for i, s in enumerate(self.labels):
+            self.ids.setdefault(s, i)
+            self._fold(s, i)
+        self._nearest: dict[str, int] = {}  # one edit-distance search per distinct text
+
+    def _fold(self, text: str, i: int) -> None:
+        key = label_key(text)
+        if key:
+            self.folded.setdefault(key, i)
+
+    def find(self, text: str, offset: int, log: RepairLog) -> int | None:
+        """The id ``text`` (at ``offset`` of the text ``log`` covers) stands for, or ``None``."""
+        v = self.ids.get(text)
+        if v is not None or not self.fold:
+            return v
+        key = label_key(text)
+        v = self.folded.get(key) if key else None
+        if v is not None:
+            log.add("label_case", offset, f"label {text!r} read as {self.labels[v]!r}",
+                    expected=repr(self.labels[v]), found=repr(text))
+        return v
+
+    def add(self, text: str, fold: bool = True) -> int:
+        """Append ``text`` as a new label; its id. ``fold``: later slips of it match it too."""
+        self.labels.append(text)
+        v = self.ids[text] = len(self.labels) - 1
+        if fold:
+            self._fold(text, v)
+        return v
+
+    def nearest(self, text: str) -> int:
+        """The id of the label closest to ``text`` (:func:`nearest_label`)."""
+        v = self._nearest.get(text)
+        if v is None:
+            v = self._nearest[text] = nearest_label(text, self.labels)
+        return v
+
+    def refuse(self, text: str, offset: int, log: RepairLog) -> NoReturn:
+        """Raise the ``unknown_label`` :class:`~segtext.repairs.DecodeError` for ``text``."""
+        line, column = log.position(offset)
+        raise DecodeError("unknown_label", f"unknown label {text!r}", line, column,
+                          expected="a label from the labels list", found=repr(text))

@@ -65,15 +65,14 @@ from segtext.coco import check_status, rle_source
 from segtext.grid import grid_to_mask, unsigned_for
 from segtext.labels import (
     BACKGROUND,
+    LabelMatcher,
     check_labels,
     label_key,
     label_table,
-    nearest_label,
     refuse_background_alias,
 )
 from segtext.limits import MAX_COUNT, MAX_GRID_CELLS, MAX_TEXT_LENGTH
 from segtext.repairs import (
-    DecodeError,
     Repair,
     RepairLog,
     bounded_log,
@@ -447,26 +446,22 @@ def _second_block(at: int, log: RepairLog) -> None:
 
 
 class _Vocab:
-    """Label text -> id, inferring new labels or applying the unknown-label policy."""
+    """Label text -> id: :class:`~segtext.labels.LabelMatcher`'s rules, then inferring new labels
+    (no ``labels`` given) or the unknown-label policy."""
 
     def __init__(self, labels: tuple[str, ...] | None, unknown: str, log: RepairLog,
                  fold: bool = True) -> None:
         self.infer = labels is None
-        self.fold = fold  # read 'Others' as 'others' (repair mode); t4s mode never does
-        self.labels = [BACKGROUND] if labels is None else list(labels)
-        self.ids: dict[str, int] = {}
-        self.folded: dict[str, int] = {}  # label_key(text) -> the first id it stands for
-        for i, s in enumerate(self.labels):
-            self.ids.setdefault(s, i)
-            self.folded.setdefault(label_key(s), i)
+        # fold: read 'Others' as 'others' (repair mode); t4s mode never does
+        self.match = LabelMatcher([BACKGROUND] if labels is None else labels, fold)
+        self.labels = self.match.labels
         self.unknown = unknown
         self.log = log
-        self.nearest: dict[str, int] = {}  # one edit-distance search per distinct unknown label
 
     def completed(self, text: str, offset: int) -> str:
         """The label the text was cut off in: a known label that ``text`` is a proper prefix of."""
         name = text.strip()
-        if not name or name in self.ids:
+        if not name or name in self.match.ids:
             return text
         for known in self.labels:
             if known.startswith(name) and known != name:
@@ -476,37 +471,19 @@ class _Vocab:
         return text
 
     def id(self, text: str, offset: int) -> int:
-        v = self.ids.get(text)
+        v = self.match.find(text, offset, self.log)
         if v is not None:
             return v
-        key = label_key(text) if self.fold else ""
-        v = self.folded.get(key) if key else None
-        if v is not None:  # the same word in another case, or with punctuation around it
-            self.log.add("label_case", offset, f"label {text!r} read as {self.labels[v]!r}",
-                         expected=repr(self.labels[v]), found=repr(text))
-            return v
         if self.infer:
-            self.labels.append(text)
-            self.ids[text] = v = len(self.labels) - 1
-            if key:
-                self.folded[key] = v
-            return v
+            return self.match.add(text, fold=self.match.fold)
         if self.unknown == "error":
-            line, column = self.log.position(offset)
-            raise DecodeError("unknown_label", f"unknown label {text!r}", line, column,
-                              expected="a label from the labels list", found=repr(text))
+            self.match.refuse(text, offset, self.log)
         if self.unknown == "foreground":  # kept as a label of its own, so it counts as foreground
-            self.labels.append(text)
-            self.ids[text] = v = len(self.labels) - 1
+            v = self.match.add(text, fold=False)
             self.log.add("unknown_label", offset, f"unknown label {text!r} kept as a foreground label",
                          expected="a label from the labels list", found=repr(text))
             return v
-        if self.unknown == "background":
-            v = 0
-        else:
-            v = self.nearest.get(text)
-            if v is None:
-                v = self.nearest[text] = nearest_label(text, self.labels)
+        v = 0 if self.unknown == "background" else self.match.nearest(text)
         self.log.add("unknown_label", offset,
                      f"unknown label {text!r} read as {self.labels[v]!r}",
                      expected="a label from the labels list", found=repr(text))
