@@ -248,8 +248,9 @@ def test_plain_labels():
 
 @given(hst.text(alphabet=hst.sampled_from(list("ab |*\n\t\u3000\u2028\x1c猫")), min_size=0, max_size=6))
 def test_every_checked_label_is_plain(label):
-    """The one-call decode reads a checked vocabulary with the kernel that assumes plain labels:
-    whatever check_label accepts, plain_labels must accept."""
+    """Every vocabulary the decoders accept is read by the one-pass row reader (decode_grid_into
+    falls back to the general reader for one that is not plain): whatever check_label accepts,
+    plain_labels must accept."""
     from segtext._kernels import rrle as KR
     from segtext.labels import check_label, label_table
 

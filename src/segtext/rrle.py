@@ -918,22 +918,26 @@ def decode_rrle(
         # those looked up instead of checked again: a compiled parse (and, with image_size, the
         # expansion in the same call), the allocations and the result
         plan = None
-        if type(grid_size) is int or (type(grid_size) is tuple and len(grid_size) == 2 and type(grid_size[0]) is int
-                                      and type(grid_size[1]) is int):  # (True == 1 and 16.0 == 16 as keys)
+        if type(labels) in (list, tuple) and (type(grid_size) is int or (
+                type(grid_size) is tuple and len(grid_size) == 2 and type(grid_size[0]) is int
+                and type(grid_size[1]) is int)):  # (True == 1 and 16.0 == 16 as keys)
             try:
-                plan = _PLANS[(tuple(labels), grid_size)]
-            except (KeyError, TypeError):  # not looked up yet; labels None (not iterable) or unhashable
-                plan = _one_call_plan(labels, grid_size)
+                key = (tuple(labels), grid_size)
+                plan = _PLANS.get(key)
+            except TypeError:  # an unhashable label: the full path below names it
+                key = None
+            if plan is None and key is not None:
+                plan = _new_plan(key)
         tried_clean = plan is not None
         if tried_clean:
-            vocab, size, buf, off, dtype, kernel = plan
+            vocab, size, buf, off, dtype = plan
             grid = np.empty(size, dtype)
             if image_size is None:
                 mask = None
                 fmt = K.decode_grid_into(text.encode("ascii"), buf, off, grid)
             else:
                 mask = np.empty(image_size_arg(image_size), dtype)
-                fmt = kernel(text.encode("ascii"), buf, off, grid, mask)
+                fmt = K.decode_grid_mask(text.encode("ascii"), buf, off, grid, mask, False)
             if fmt >= 0:
                 return DecodedGrid(grid, list(vocab), [], _FORMAT_CODES[fmt], mask)
     if not isinstance(text, str):
@@ -979,34 +983,23 @@ def decode_rrle(
     return _compact(res, full, False)
 
 
-# (labels, grid size) as a caller passes them -> (labels tuple, (h, w), label buffer, offsets, id
-# dtype, kernel): the checked arguments of the one-call decode and the compiled reader for its
-# vocabulary, so that a clean answer does not pay for checking them again; emptied when full
-# (callers use a few label lists, but nothing is assumed)
+# (labels as a tuple, grid size as the caller passes it) -> (labels, (h, w), label buffer,
+# offsets, id dtype): the checked arguments of decode_rrle's clean-answer path, so that a clean
+# answer does not pay for checking them again; emptied when full (callers use a few label
+# lists, but nothing is assumed)
 _PLANS: dict[tuple, tuple] = {}
 _MAX_PLANS = 1024
 
 
-def _one_call_plan(labels: Any, grid_size: Any) -> tuple | None:
-    """The checked ``labels`` and ``grid_size`` of :func:`decode_rrle`'s one-call decode and
-    what its kernel needs, or ``None`` when either is missing or cannot be a key (an argument
-    error is raised here, as the full path would)."""
-    if type(labels) not in (list, tuple):
-        return None
-    try:
-        key = (tuple(labels), grid_size)
-        plan = _PLANS.get(key)
-    except TypeError:  # an unhashable label or grid size: the full path checks and names it
-        return None
-    if plan is None:
-        vocab = check_labels(key[0])
-        size = grid_size_arg(grid_size)
-        buf, off, _ = label_table(vocab)
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        # a checked vocabulary is plain (check_label refuses what K.plain_labels refuses; a test
-        # holds the two together), so the kernel that skips that check per call reads it
-        plan = _PLANS[key] = (vocab, size, buf, off, _id_dtype(len(vocab)), K.decode_plain_mask)
+def _new_plan(key: tuple) -> tuple:
+    """Check the labels and grid size of ``key`` (raising as the full path would) and store
+    what the clean-answer path needs under it."""
+    vocab = check_labels(key[0])
+    size = grid_size_arg(key[1])
+    buf, off, _ = label_table(vocab)
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    plan = _PLANS[key] = (vocab, size, buf, off, _id_dtype(len(vocab)))
     return plan
 
 

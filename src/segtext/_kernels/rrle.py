@@ -450,19 +450,6 @@ def _decode_grid_general(body, lab, off, out):
 
 
 @njit(cache=True)
-def decode_plain_mask(body, lab, off, grid, mask):
-    """:func:`decode_grid_mask` with the exact cell geometry, for a vocabulary the caller has
-    found :func:`plain_labels` (the check is not repeated per call). Returns the format code, or
-    -1 (then neither array is filled)."""
-    fmt = rows_into_grid(body, lab, off, grid)
-    if fmt < 0:
-        fmt = _decode_grid_general(body, lab, off, grid)
-    if fmt >= 0:
-        expand(grid, False, mask)
-    return fmt
-
-
-@njit(cache=True)
 def plain_labels(lab, off):
     """Whether every label of the vocabulary reads back as itself where :func:`parse_runs` would
     cut a label: none is empty, holds a newline, ``"| "`` or ``" *"``, ends with ``"|"`` (which
