@@ -388,3 +388,33 @@ def test_one_call_lookup_never_takes_an_equal_but_invalid_grid_size():
     for bad in (True, 1.0, (True, 1), (1.0, 1)):
         with pytest.raises((TypeError, ValueError), match="grid_size"):
             st.decode_rrle(text, ["others", "dog"], bad, image_size=(2, 2))
+
+
+def test_one_call_image_size_forms():
+    """The one-call path checks the common ``(H, W)`` tuple of ints in place; every other form
+    goes through the full check: the same answers, the same refusals."""
+    text = "others *1| dog *1\n"
+    want = [[0, 0, 1, 1], [0, 0, 1, 1]]
+    for size in ((2, 4), [2, 4], (np.int64(2), np.int64(4))):
+        assert st.decode_rrle(text, ["others", "dog"], (1, 2), image_size=size).mask.tolist() == want
+    wide = st.decode_rrle(text, ["others", "dog"], (1, 2), image_size=(1, 40000))  # past the quick test
+    assert wide.mask.shape == (1, 40000) and wide.mask[0, 19999] == 0 and wide.mask[0, 20000] == 1
+    for bad, err in (((True, 4), ValueError), ((2.0, 4), ValueError), ((2, 4, 1), TypeError),
+                     ((40000, 40000), ValueError), ((2, 70000), ValueError)):
+        with pytest.raises(err, match="image_size"):
+            st.decode_rrle(text, ["others", "dog"], (1, 2), image_size=bad)
+
+
+def test_one_call_decode_with_wide_ids():
+    """A vocabulary of more than 256 labels gives uint16 ids: the one-call path's kernels are
+    compiled for the dtype of its own arrays (K.compiled_for), mask and grid alike."""
+    labels = ["others"] + [f"c{i}" for i in range(299)]
+    grid = np.array([[0, 299, 299], [7, 7, 256]])
+    text = st.encode_rrle(grid, labels)
+    res = st.decode_rrle(text, labels, (2, 3), image_size=(4, 6))
+    assert res.ok and res.grid.dtype == np.uint16 and res.mask.dtype == np.uint16
+    np.testing.assert_array_equal(res.grid, grid)
+    np.testing.assert_array_equal(res.mask, naive.grid_to_mask(grid, (4, 6)))
+    only = st.decode_rrle(text, labels, (2, 3))
+    assert only.grid.dtype == np.uint16 and only.mask is None
+    np.testing.assert_array_equal(only.grid, grid)

@@ -261,3 +261,20 @@ def test_every_checked_label_is_plain(label):
     buf, off, _ = label_table(("others", label))
     assert KR.plain_labels(buf, off), label
 
+
+
+def test_compiled_for_is_the_kernel_for_those_types():
+    """K.compiled_for: the kernel's code for exactly its arguments' types, giving what the
+    dispatcher gives; a plain function (no dispatcher, as under NUMBA_DISABLE_JIT) as it is."""
+    from segtext import _kernels as K
+
+    g = np.array([[3, 9], [1, 4]], np.uint8)
+    f = K.compiled_for(K.id_range, g)
+    assert f is not K.id_range and f(g) == K.id_range(g) == (1, 9)
+    h = np.array([[700, 2]], np.uint16)  # another dtype: another compiled code
+    assert K.compiled_for(K.id_range, h)(h) == (2, 700)
+
+    def plain(x):
+        return x + 1
+
+    assert K.compiled_for(plain, 1) is plain

@@ -78,6 +78,26 @@ def test_grid_to_mask_matches_naive(grid, data):
         np.testing.assert_array_equal(got, naive.grid_to_mask(grid, (H, W), method=method), err_msg=method)
 
 
+
+@given(
+    hs.integers(1, 8).flatmap(lambda w: hs.lists(
+        hs.lists(hs.integers(0, 1), min_size=w, max_size=w) | hs.integers(0, 1).map(lambda v: [v] * w),
+        min_size=1, max_size=8)),
+    hs.lists(hs.integers(0, 7), min_size=0, max_size=8),
+    hs.integers(1, 40), hs.integers(1, 40),
+)
+def test_grid_to_mask_rows_repeated_uniform_or_empty(rows, repeats, H, W):
+    """The upsampler's shortcuts (a one-value grid row is one fill; a row equal to one written
+    before is copied from it; a band of no pixel rows is skipped) agree with the naive twin:
+    grids of 0/1 rows, uniform rows and rows repeated further down, any output size (smaller
+    than the grid too, where bands and columns of no pixels occur)."""
+    for k in repeats:  # repeat some earlier rows further down
+        rows.append(list(rows[k % len(rows)]))
+    grid = np.array(rows[:12], np.uint8)
+    for method in ("exact", "t4s"):
+        got = st.grid_to_mask(grid, (H, W), method=method)
+        np.testing.assert_array_equal(got, naive.grid_to_mask(grid, (H, W), method=method), err_msg=method)
+
 def test_grid_to_mask_default_is_exact():
     grid = np.arange(12, dtype=np.int32).reshape(3, 4)
     np.testing.assert_array_equal(st.grid_to_mask(grid, (7, 9)), naive.grid_to_mask(grid, (7, 9), "exact"))

@@ -48,10 +48,15 @@ def check_image_size(H: int, W: int, where: str = "image_size") -> None:
                          f"{MAX_IMAGE_AREA} (segtext.limits.MAX_IMAGE_AREA)")
 
 
+# sides up to this need no area check (32,768 ** 2 == MAX_IMAGE_AREA): the hot paths' quick test
+PLAIN_IMAGE_SIDE = 1 << 15
+assert PLAIN_IMAGE_SIDE ** 2 <= MAX_IMAGE_AREA and PLAIN_IMAGE_SIDE <= MAX_IMAGE_SIDE
+
+
 def image_size_arg(image_size: Any) -> tuple[int, int]:
     if type(image_size) in (tuple, list) and len(image_size) == 2:
         H, W = image_size
-        if type(H) is int and type(W) is int and 0 < H <= 32768 and 0 < W <= 32768:
+        if type(H) is int and type(W) is int and 0 < H <= PLAIN_IMAGE_SIDE and 0 < W <= PLAIN_IMAGE_SIDE:
             return H, W
     try:
         H, W = image_size

@@ -53,6 +53,7 @@ import numpy as np
 
 from segtext import _kernels as K
 from segtext._validate import (
+    PLAIN_IMAGE_SIDE,
     as_array,
     check_fits,
     grid_size_arg,
@@ -234,7 +235,7 @@ def rle_to_text(
     return _readable(out.tobytes().decode("utf-8"))
 
 
-_PLANS: dict[tuple, np.ndarray] = {}
+_TEXT_PLANS: dict[tuple, np.ndarray] = {}
 
 
 def _text_plan(H: int, W: int, grid_size: Any, policy: str, threshold: float, format: str) -> np.ndarray:
@@ -244,7 +245,7 @@ def _text_plan(H: int, W: int, grid_size: Any, policy: str, threshold: float, fo
     # very arguments passed the checks below before
     key = (H, W, grid_size, type(grid_size), policy, format, threshold, type(threshold))
     try:
-        plan = _PLANS.get(key)
+        plan = _TEXT_PLANS.get(key)
     except TypeError:  # an unhashable grid_size (a list): checked below
         plan = None
     if plan is not None:
@@ -259,10 +260,10 @@ def _text_plan(H: int, W: int, grid_size: Any, policy: str, threshold: float, fo
         samples = np.zeros(h + w, np.int64)
     plan = np.concatenate([np.array([H, W, h, w, code, row_wise, with_counts], np.int64), samples])
     plan.setflags(write=False)
-    if len(_PLANS) >= 4096:
-        _PLANS.clear()
+    if len(_TEXT_PLANS) >= 4096:
+        _TEXT_PLANS.clear()
     try:
-        _PLANS[key] = plan
+        _TEXT_PLANS[key] = plan
     except TypeError:  # an unhashable grid_size that still passed the checks (a list)
         pass
     return plan
@@ -510,7 +511,7 @@ def _fast(body: str, labels: tuple[str, ...] | None, grid_size: tuple[int, int] 
         if mask is None:
             fmt = K.decode_grid_into(raw, buf, off, grid)
         else:
-            fmt = K.decode_grid_mask(raw, buf, off, grid, mask, False)
+            fmt = K.decode_grid_mask(raw, buf, off, grid, mask)
         return None if fmt < 0 else (grid, list(labels), _FORMAT_CODES[fmt])
     buf, off, _ = label_table((BACKGROUND,) if labels is None else labels)
     h, w = (-1, -1) if grid_size is None else grid_size
@@ -923,21 +924,25 @@ def decode_rrle(
                 and type(grid_size[1]) is int)):  # (True == 1 and 16.0 == 16 as keys)
             try:
                 key = (tuple(labels), grid_size)
-                plan = _PLANS.get(key)
+                plan = _DECODE_PLANS.get(key)
             except TypeError:  # an unhashable label: the full path below names it
                 key = None
             if plan is None and key is not None:
                 plan = _new_plan(key)
         tried_clean = plan is not None
         if tried_clean:
-            vocab, size, buf, off, dtype = plan
+            vocab, size, buf, off, dtype, into_grid, into_mask = plan
             grid = np.empty(size, dtype)
             if image_size is None:
                 mask = None
-                fmt = K.decode_grid_into(text.encode("ascii"), buf, off, grid)
+                fmt = into_grid(text.encode("ascii"), buf, off, grid)
             else:
-                mask = np.empty(image_size_arg(image_size), dtype)
-                fmt = K.decode_grid_mask(text.encode("ascii"), buf, off, grid, mask, False)
+                if not (type(image_size) is tuple and len(image_size) == 2 and type(image_size[0]) is int
+                        and type(image_size[1]) is int and 0 < image_size[0] <= PLAIN_IMAGE_SIDE
+                        and 0 < image_size[1] <= PLAIN_IMAGE_SIDE):  # the common (H, W) checked in place
+                    image_size = image_size_arg(image_size)
+                mask = np.empty(image_size, dtype)
+                fmt = into_mask(text.encode("ascii"), buf, off, grid, mask)
             if fmt >= 0:
                 return DecodedGrid(grid, list(vocab), [], _FORMAT_CODES[fmt], mask)
     if not isinstance(text, str):
@@ -984,11 +989,12 @@ def decode_rrle(
 
 
 # (labels as a tuple, grid size as the caller passes it) -> (labels, (h, w), label buffer,
-# offsets, id dtype): the checked arguments of decode_rrle's clean-answer path, so that a clean
-# answer does not pay for checking them again; emptied when full (callers use a few label
-# lists, but nothing is assumed)
-_PLANS: dict[tuple, tuple] = {}
-_MAX_PLANS = 1024
+# offsets, id dtype, grid kernel, grid + mask kernel): the checked arguments of decode_rrle's
+# clean-answer path, so that a clean answer does not pay for checking them again, and the
+# kernels compiled for exactly the types it passes (K.compiled_for); emptied when full
+# (callers use a few label lists, but nothing is assumed)
+_DECODE_PLANS: dict[tuple, tuple] = {}
+_MAX_DECODE_PLANS = 1024
 
 
 def _new_plan(key: tuple) -> tuple:
@@ -997,9 +1003,13 @@ def _new_plan(key: tuple) -> tuple:
     vocab = check_labels(key[0])
     size = grid_size_arg(key[1])
     buf, off, _ = label_table(vocab)
-    if len(_PLANS) >= _MAX_PLANS:
-        _PLANS.clear()
-    plan = _PLANS[key] = (vocab, size, buf, off, _id_dtype(len(vocab)))
+    dtype = _id_dtype(len(vocab))
+    grid = np.empty(size, dtype)  # of the types the clean path passes: bytes, its own arrays
+    into_grid = K.compiled_for(K.decode_grid_into, b"", buf, off, grid)
+    into_mask = K.compiled_for(K.decode_grid_mask, b"", buf, off, grid, np.empty((1, 1), dtype))
+    if len(_DECODE_PLANS) >= _MAX_DECODE_PLANS:
+        _DECODE_PLANS.clear()
+    plan = _DECODE_PLANS[key] = (vocab, size, buf, off, dtype, into_grid, into_mask)
     return plan
 
 

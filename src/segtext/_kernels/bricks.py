@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from segtext._kernels.common import D0, D9, EMPTY_MASK, OK, cell_spans, first_cells, n_digits
+from segtext._kernels.common import D0, D9, EMPTY_MASK, OK, cell_spans, cell_starts_into, first_cells, n_digits
 from segtext._kernels.masks import binary_policy, sample_grid, span_counts
 from segtext._kernels.coco_rle import decode_coco_counts, rle_sample, rle_window_grid, runs_status
 
@@ -430,25 +430,6 @@ BSD_PLAN_MAX_OBJECTS = 4
 BSD_PLAN_SPLIT = 5  # the first byte at which the background and foreground prefixes differ
 BSD_PLAN_TOFF = 8  # then the 16 offsets of the spelling table (``toff``), then its bytes (``tab``)
 BSD_PLAN_TAB = BSD_PLAN_TOFF + 16
-
-
-@njit(cache=True, inline="always")
-def cell_starts_into(n_pixels, n_cells, out):
-    """:func:`cell_starts` into ``out``, with two divisions instead of one per cell: the first
-    pixel of cell ``r`` is ``floor((2*n*r + m - 1) / (2*m))`` (clipped to ``n``), stepped on
-    from ``r - 1`` by the quotient and remainder of ``2*n / (2*m)``."""
-    d = 2 * n_cells
-    qa = (2 * n_pixels) // d
-    ra = (2 * n_pixels) % d
-    v = 0  # (m - 1) // (2 * m)
-    rem = n_cells - 1
-    for r in range(n_cells + 1):
-        out[r] = min(v, n_pixels)
-        v += qa
-        rem += ra
-        if rem >= d:
-            v += 1
-            rem -= d
 
 
 @njit(cache=True)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from numba import njit
 
-from segtext._kernels.common import cell_starts, floor_starts
+from segtext._kernels.common import cell_starts, cell_starts_into, floor_starts
 
 
 @njit(cache=True)
@@ -147,48 +147,55 @@ def upsample(grid, rs, cs, out):
 
     A grid row of one value fills its pixel rows with that value (a constant fill, the
     cheapest write there is; most rows of a referring mask are one value). Any other grid row
-    is expanded once, run by run, into a row buffer, which is copied to every pixel row it
-    covers (a vectorised copy).
+    is written run by run into the first pixel row of its band, which is then copied to the
+    band's other rows; a grid row equal to the last one so written is copied from that pixel
+    row instead (no buffer: every byte is written once, by a fill or a vectorised copy).
     """
     gh, gw = grid.shape
     w = cs[gw]
-    row = np.empty(w, out.dtype)
-    buffered = -1  # the grid row the row buffer holds
     flat = out.reshape(out.size)  # out is C-contiguous (every caller passes a new array)
+    written = -1  # the last grid row written run by run
+    src = 0  # where its pixel row starts in flat
     for r in range(gh):
-        if rs[r + 1] == rs[r]:
+        y0 = rs[r]
+        y1 = rs[r + 1]
+        if y1 == y0:
             continue
+        a = y0 * w
+        if a < 0:  # never: tells the compiler the writes below need no index wraparound
+            break
         v = grid[r, 0]
         uniform = True
         for c in range(1, gw):
             if grid[r, c] != v:
                 uniform = False
                 break
-        if uniform:
-            a = rs[r] * w  # the band's pixel rows are one stretch of memory: one fill
-            if a < 0:  # never (see below)
-                break
-            for i in range((rs[r + 1] - rs[r]) * w):
+        if uniform:  # the band's pixel rows are one stretch of memory: one fill
+            for i in range((y1 - y0) * w):
                 flat[a + i] = v
             continue
-        if buffered < 0 or not _same_rows(grid, r, buffered):
+        if written < 0 or not _same_rows(grid, r, written):
             c = 0
             while c < gw:  # one run of equal cells at a time
                 v = grid[r, c]
                 e = c + 1
                 while e < gw and grid[r, e] == v:
                     e += 1
-                a = cs[c]
-                if a < 0:  # never: tells the compiler the fill needs no index wraparound
+                s = a + cs[c]
+                if s < 0:  # never (as above)
                     break
-                for i in range(cs[e] - a):
-                    row[a + i] = v
+                for i in range(cs[e] - cs[c]):
+                    flat[s + i] = v
                 c = e
-            buffered = r
-        for y in range(rs[r], rs[r + 1]):
-            o = out[y]
+            written = r
+            src = a
+            y0 += 1
+        for y in range(y0, y1):
+            d = y * w
+            if d < 0 or src < 0:  # never (as above)
+                break
             for x in range(w):
-                o[x] = row[x]
+                flat[d + x] = flat[src + x]
     return out
 
 
@@ -208,7 +215,12 @@ def expand(grid, t4s, out):
     h, w = grid.shape
     if t4s:
         return upsample(grid, floor_starts(H, h), floor_starts(W, w), out)
-    return upsample(grid, cell_starts(H, h), cell_starts(W, w), out)
+    starts = np.empty(h + w + 2, np.int64)  # one allocation for both
+    rs = starts[: h + 1]
+    cs = starts[h + 1 :]
+    cell_starts_into(H, h, rs)
+    cell_starts_into(W, w, cs)
+    return upsample(grid, rs, cs, out)
 
 
 _LITTLE_ENDIAN = sys.byteorder == "little"

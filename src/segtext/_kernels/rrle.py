@@ -547,13 +547,13 @@ def rows_into_grid(body, lab, off, grid):
 
 
 @njit(cache=True)
-def decode_grid_mask(body, lab, off, grid, mask, t4s):
-    """:func:`decode_grid_into` and then :func:`expand` of the grid into ``mask`` (an
-    ``(H, W)`` array of the grid's dtype), in one call. Returns the format code, or -1 (then
-    neither array is filled)."""
+def decode_grid_mask(body, lab, off, grid, mask):
+    """:func:`decode_grid_into` and then the exact expansion (:func:`expand`) of the grid into
+    ``mask`` (a C-contiguous ``(H, W)`` array of the grid's dtype), in one call. Returns the
+    format code, or -1 (then neither array is filled)."""
     fmt = decode_grid_into(body, lab, off, grid)
     if fmt >= 0:
-        expand(grid, t4s, mask)
+        expand(grid, False, mask)
     return fmt
 
 
