@@ -19,6 +19,13 @@ Conventions
 * COCO RLE counts are column-major runs over ``H*W`` pixels, starting with background.
 * Label texts are passed as one ``uint8`` buffer of UTF-8 bytes plus ``int64`` offsets
   (``buf[off[i]:off[i+1]]`` is label ``i``).
+
+Editing kernels
+---------------
+numba's on-disk cache (``cache=True``) checks only the file of the kernel it loads: a kernel
+that calls kernels of another module keeps their old machine code after that module changes.
+After editing a kernel that other modules' kernels call, delete the cache files
+(``find src -name '*.nb[ic]' -delete``) before testing or timing. Fresh installs are unaffected.
 """
 
 from segtext._kernels.common import *  # noqa: F401,F403
