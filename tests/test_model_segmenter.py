@@ -9,6 +9,7 @@ segtext.records from their masks, a few hundred LoRA steps until the model overf
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -183,7 +184,13 @@ def test_command_line_train_and_predict(data, tmp_path, capsys):
     assert line["ok"] and line["image_size"] == [64, 64] and line["text"].startswith("<seg>")
     mask = np.array(Image.open(tmp_path / "mask.png")) > 0
     assert _iou(mask, shapes[3]) >= 0.9 and line["area"] == int(mask.sum())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / "mask.png").st_mode & 0o777 == 0o666 & ~umask  # as other files get, not 0600
     # errors: exit status 2 and a message, nothing half-written
+    assert main(["predict", "--model", str(out), "--image", str(d / "img3.png"), "--prompt", "cross",
+                 "-o", str(tmp_path / "no" / "mask.png")]) == 2
+    assert "output directory does not exist" in capsys.readouterr().err
     assert main(["train", str(path), "--model", "tiny", "--output", str(out), "--steps", "1"]) == 2
     assert "exists" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "none.jsonl"), "--model", "tiny", "--output", str(tmp_path / "m2")]) == 2

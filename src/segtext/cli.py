@@ -1425,9 +1425,14 @@ def _picture_format(path: str) -> str:
 
 
 def _save_png(img, path: str) -> None:
-    """Write ``img`` in the format of the suffix of ``path`` to a temporary file beside ``path`` and
-    rename it over ``path``."""
-    fmt = _picture_format(path)
+    """Write ``img`` in the format of the suffix of ``path`` (:func:`write_picture`)."""
+    write_picture(img, path, _picture_format(path))
+
+
+def write_picture(img, path: str, fmt: str) -> None:
+    """Write the Pillow image ``img`` as ``fmt`` to a temporary file beside ``path`` and rename it
+    over ``path`` (the mode other files get, nothing left behind on failure; a :class:`CliError`
+    for a missing folder or a folder given as the file). Also ``segtext predict``'s writer."""
     if fmt in ("JPEG", "PDF") and img.mode not in ("RGB", "L"):
         img = img.convert("RGB")
     target = os.path.abspath(path)

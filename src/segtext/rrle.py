@@ -53,7 +53,6 @@ import numpy as np
 
 from segtext import _kernels as K
 from segtext._validate import (
-    PLAIN_IMAGE_SIDE,
     as_array,
     check_fits,
     grid_size_arg,
@@ -937,11 +936,7 @@ def decode_rrle(
                 mask = None
                 fmt = into_grid(text.encode("ascii"), buf, off, grid)
             else:
-                if not (type(image_size) is tuple and len(image_size) == 2 and type(image_size[0]) is int
-                        and type(image_size[1]) is int and 0 < image_size[0] <= PLAIN_IMAGE_SIDE
-                        and 0 < image_size[1] <= PLAIN_IMAGE_SIDE):  # the common (H, W) checked in place
-                    image_size = image_size_arg(image_size)
-                mask = np.empty(image_size, dtype)
+                mask = np.empty(image_size_arg(image_size), dtype)
                 fmt = into_mask(text.encode("ascii"), buf, off, grid, mask)
             if fmt >= 0:
                 return DecodedGrid(grid, list(vocab), [], _FORMAT_CODES[fmt], mask)

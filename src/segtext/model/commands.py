@@ -120,19 +120,13 @@ def train(args: Any) -> int:
 
 
 def _write_png(array: Any, path: str) -> None:
-    """``array`` as a PNG at ``path``, written next to it and moved into place."""
+    """``array`` as a PNG at ``path``, written beside it and moved into place (the command line's
+    own writer, :func:`segtext.cli.write_picture`)."""
     from PIL import Image
 
-    parent = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".segtext-", suffix=".png", dir=parent)
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from segtext.cli import write_picture
+
+    write_picture(Image.fromarray(array), path, "PNG")
 
 
 def _predict_xsam(args: Any) -> int:
