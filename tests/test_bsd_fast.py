@@ -200,3 +200,23 @@ def test_evaluation_style_use_reads_objects_then_the_mask():
         for o in objs:
             union |= o.mask
         np.testing.assert_array_equal(res.mask(), union)
+
+
+def test_the_compiled_painter_serves_every_configuration():
+    # .mask() calls bsd_mask compiled once, on the first plan it met; plans of other
+    # resolutions, spellings and box formats (other lengths, other bytes) must paint the same
+    objs = _objects()
+    configs = [dict(resolution=8), dict(resolution=5, fg_token="<F{k}>", bg_token="<B{k}>"),
+               dict(resolution=3, box_format="pixel", row_wise=True, max_run=3),
+               dict(resolution=8, box_format="qwen2vl")]
+    for kw in configs + configs[::-1]:
+        text = st.encode_bsd(objs, SIZE, **kw)
+        res = st.decode_bsd(text, SIZE, **kw)
+        fast = res.mask()
+        assert "objects" not in res.__dict__, kw  # painted by the kernel, not from the objects
+        union = np.zeros(SIZE, bool)
+        for o in st.decode_bsd(text, SIZE, mode="strict", **kw).objects:
+            union |= o.mask
+        assert union.any() and not union.all()
+        np.testing.assert_array_equal(fast, union, err_msg=str(kw))
+    assert bricks._PAINT is not None
