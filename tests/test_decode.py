@@ -391,8 +391,8 @@ def test_one_call_lookup_never_takes_an_equal_but_invalid_grid_size():
 
 
 def test_one_call_image_size_forms():
-    """The one-call path checks the common ``(H, W)`` tuple of ints in place; every other form
-    goes through the full check: the same answers, the same refusals."""
+    """The one-call path takes the common ``(H, W)`` tuple of ints by image_size_arg's quick
+    test; every other form goes through its full check: the same answers, the same refusals."""
     text = "others *1| dog *1\n"
     want = [[0, 0, 1, 1], [0, 0, 1, 1]]
     for size in ((2, 4), [2, 4], (np.int64(2), np.int64(4))):

@@ -1069,6 +1069,7 @@ def decode_bsd(
     if mode != "repair" and mode != "strict":
         raise ValueError(f"mode must be 'strict' or 'repair', got {mode!r}")
     vocab = None if labels is None and unknown == "foreground" else _vocabulary_arg(labels, unknown, cfg.spelling)
+    # (without_surrogates returns ASCII text at once, but the call alone is ~0.1 us of a ~6 us decode)
     text, bad = (text, None) if text.isascii() else without_surrogates(text, strict=False)
     if bad:  # lone surrogates (no UTF-8 for them): read as U+FFFD, with a repair each
         return with_repairs(lambda clean: decode_bsd(clean, image_size, resolution, mode, max_run, row_wise,
